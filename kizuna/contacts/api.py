@@ -1,0 +1,5 @@
+"""REST API for contacts, companies, custom fields and imports (to be filled)."""
+
+from ninja import Router
+
+router = Router()

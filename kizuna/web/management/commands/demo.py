@@ -1,0 +1,63 @@
+import secrets
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from kizuna.accounts.models import User
+from kizuna.contacts.demo import generate_demo_data
+from kizuna.contacts.models import Contact
+from kizuna.contacts.setup import ensure_defaults
+from kizuna.web.processes import default_bind, run_together, serve_command, worker_command
+
+
+class Command(BaseCommand):
+    help = "Set up a demo (database, Japanese B2B sample data, an admin login) and run it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--contacts", type=int, default=2000, help="sample contacts when empty")
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--no-serve", action="store_true", help="prepare only; do not start")
+        host, port = default_bind()
+        parser.add_argument("--host", default=host)
+        parser.add_argument("--port", type=int, default=port)
+
+    def handle(self, *args, contacts, seed, no_serve, host, port, **options):
+        started = time.monotonic()
+        call_command("migrate", interactive=False, verbosity=0)
+        ensure_defaults()
+        password = self._admin_password()
+        if not Contact.objects.exists():
+            self.stdout.write(f"Creating demo data: {contacts} contacts…")
+            summary = generate_demo_data(contacts=contacts, seed=seed)
+            self.stdout.write(f"  {summary}")
+        self.stdout.write(self.style.SUCCESS(f"Ready in {time.monotonic() - started:.1f} s."))
+        banner = (
+            f"\n  Kizuna demo:  http://{host}:{port}/\n"
+            f"  Log in as:    admin / {password}\n"
+            "  Ctrl-C stops the web server and the worker.\n"
+        )
+        if no_serve:
+            self.stdout.write(banner)
+            return
+        code = run_together(
+            {"web": serve_command(host, port, 2), "worker": worker_command()},
+            on_ready=lambda: self.stdout.write(banner),
+        )
+        raise SystemExit(code)
+
+    def _admin_password(self) -> str:
+        """The demo admin's password: made once, kept in the data dir, shown at every start."""
+        path = settings.DATA_DIR / "demo-admin-password"
+        if path.exists() and User.objects.filter(username="admin").exists():
+            return path.read_text().strip()
+        password = secrets.token_urlsafe(9)
+        user, _ = User.objects.get_or_create(username="admin", defaults={"role": "admin"})
+        user.role, user.is_staff, user.is_superuser = "admin", True, True
+        user.last_name, user.first_name = user.last_name or "管理", user.first_name or "太郎"
+        user.set_password(password)
+        user.save()
+        path.write_text(password)
+        path.chmod(0o600)
+        return password

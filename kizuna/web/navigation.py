@@ -1,0 +1,56 @@
+"""The navigation menu: one list, filtered by what the user may see.
+
+Every page of the product is reachable from here; apps add their entries to MENU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+from kizuna.accounts.roles import can
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    label: str
+    url_name: str
+    capability: str
+    section: str  # the first path segment it owns, for highlighting
+
+
+MENU: list[tuple[str, list[MenuItem]]] = [
+    (_("Overview"), [
+        MenuItem(_("Dashboard"), "web:home", "contacts.view", ""),
+    ]),
+    (_("Audience"), [
+        MenuItem(_("Contacts"), "contacts:list", "contacts.view", "contacts"),
+        MenuItem(_("Companies"), "contacts:company_list", "companies.view", "companies"),
+        MenuItem(_("Lists"), "contacts:list_index", "contacts.view", "lists"),
+        MenuItem(_("Import"), "contacts:import_list", "contacts.import", "imports"),
+    ]),
+    (_("Settings"), [
+        MenuItem(_("Users"), "accounts:user_list", "users.manage", "settings/users"),
+        MenuItem(_("API keys"), "accounts:apikey_list", "apikeys.manage", "settings/api-keys"),
+        MenuItem(_("Custom fields"), "contacts:field_list", "fields.manage", "settings/fields"),
+        MenuItem(_("Subscription topics"), "contacts:topic_list", "topics.manage", "settings/topics"),
+        MenuItem(_("Audit log"), "accounts:audit_log", "audit.view", "settings/audit"),
+    ]),
+]
+
+
+def menu_for(user, path: str) -> list[dict]:
+    sections = []
+    for title, items in MENU:
+        entries = []
+        for item in items:
+            if not can(user, item.capability):
+                continue
+            url = reverse(item.url_name)
+            active = path.strip("/").startswith(item.section) if item.section else path == "/"
+            entries.append({"label": item.label, "url": url, "active": active})
+        if entries:
+            sections.append({"title": title, "items": entries})
+    return sections

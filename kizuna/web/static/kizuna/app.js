@@ -1,0 +1,38 @@
+// Kizuna's small behaviours: auto-submit selects, copy buttons, progress polling.
+// No inline scripts anywhere (the CSP forbids them), so pages mark elements with data-*.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("select[data-autosubmit]").forEach((el) => {
+    el.addEventListener("change", () => el.form.submit());
+  });
+  document.querySelectorAll("[data-copy]").forEach((btn) => {
+    btn.addEventListener("click", () => {
+      const target = document.getElementById(btn.dataset.copy);
+      navigator.clipboard.writeText(target.textContent.trim()).then(() => {
+        btn.textContent = btn.dataset.copied || "Copied";
+      });
+    });
+  });
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (ev) => {
+      if (!window.confirm(form.dataset.confirm)) ev.preventDefault();
+    });
+  });
+  // A [data-progress-url] element polls a JSON endpoint {done, percent, text, html?}
+  // and reloads the page when the job is finished.
+  document.querySelectorAll("[data-progress-url]").forEach((box) => {
+    const bar = box.querySelector("progress");
+    const text = box.querySelector("[data-progress-text]");
+    const tick = () => {
+      fetch(box.dataset.progressUrl, { headers: { Accept: "application/json" } })
+        .then((r) => r.json())
+        .then((data) => {
+          if (bar && data.percent !== null && data.percent !== undefined) bar.value = data.percent;
+          if (text) text.textContent = data.text;
+          if (data.done) window.location.reload();
+          else setTimeout(tick, 700);
+        })
+        .catch(() => setTimeout(tick, 2000));
+    };
+    tick();
+  });
+});
