@@ -130,8 +130,10 @@ def _http_error(request, exc: HttpError):
 
 def _register_routers() -> None:
     from kizuna.contacts.api import router as contacts_router
+    from kizuna.contacts.api_imports import router as imports_router
 
     api.add_router("/", contacts_router)
+    api.add_router("/", imports_router)
 
 
 _register_routers()

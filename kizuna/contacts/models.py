@@ -121,15 +121,15 @@ class Contact(models.Model):
         verbose_name_plural = _("contacts")
         indexes = [
             models.Index(fields=["family_name", "given_name"]),
-            models.Index(fields=["family_name_kana"]),
-            models.Index(fields=["company_name"]),
+            models.Index(fields=["family_name_kana", "id"]),
+            models.Index(fields=["company_name", "id"]),
             models.Index(fields=["lifecycle_stage", "id"]),
             models.Index(fields=["prefecture", "id"]),
             models.Index(fields=["industry", "id"]),
             models.Index(fields=["owner", "id"]),
             models.Index(fields=["created_at"]),
-            models.Index(fields=["updated_at"]),
-            models.Index(fields=["last_activity_at"]),
+            models.Index(fields=["updated_at", "id"]),
+            models.Index(fields=["last_activity_at", "id"]),
         ]
 
     def __str__(self) -> str:
