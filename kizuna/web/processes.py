@@ -15,7 +15,7 @@ from django.conf import settings
 def serve_command(host: str, port: int, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host, "--port", str(port),
-        "--workers", str(workers), "--blocking-threads", "8", "--no-ws", "--log-level", "warning",
+        "--workers", str(workers), "--blocking-threads", "4", "--no-ws", "--log-level", "warning",
         "kizuna.wsgi:application",
     ]
 
