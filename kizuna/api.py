@@ -5,19 +5,40 @@ key's user may do), or the browser session of a logged-in user (CSRF-checked) fo
 
 Every error is JSON shaped as
     {"error": {"code": "...", "message": "...", "details": [{"path": "...", "message": "..."}]}}
+where `path` names the field at fault (`email`, `custom.budget`, `tags.2`, `limit`, `body`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
+import logging
+from typing import Any
+
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.core.signals import got_request_exception
+from django.db import connections, transaction
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import re_path
 from django.utils import timezone
-from ninja import NinjaAPI
+from django.views.decorators.csrf import csrf_exempt
+from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
+from ninja.utils import check_csrf
 
 from kizuna.accounts.models import ApiKey
 from kizuna.accounts.roles import can
+
+logger = logging.getLogger("kizuna.api")
+
+# Where ninja says a parameter came from; the first element of a pydantic error location.
+_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
+# Body parameters are named `payload` in every router, so errors point at the field, not at it.
+_BODY_PARAM = "payload"
+_MESSAGES = {"missing": "is required", "extra_forbidden": "is not a known field"}
 
 
 class ApiError(Exception):
@@ -29,7 +50,52 @@ class ApiError(Exception):
         super().__init__(message)
 
 
+class ErrorDetail(Schema):
+    path: str
+    message: str
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+
+
+class ErrorOut(Schema):
+    """The body of every error response."""
+
+    error: ErrorBody
+
+
+class MalformedBody(ValueError):
+    """The request body could not be read as JSON; keeps the content type for a precise answer."""
+
+    def __init__(self, content_type: str, reason: str):
+        self.content_type, self.reason = content_type, reason
+        super().__init__(reason)
+
+
+class JsonParser(Parser):
+    def parse_body(self, request: HttpRequest) -> Any:
+        try:
+            return json.loads(request.body)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise MalformedBody(request.content_type or "", str(exc)) from exc
+
+
+def _admit(request, user, capabilities: tuple[str, ...]):
+    """The authenticated user, once it has one of the capabilities (none asked: any user)."""
+    request.auth = user
+    if capabilities and not any(can(user, c) for c in capabilities):
+        require(request, capabilities[0])
+    return user
+
+
 class KeyAuth(HttpBearer):
+    def __init__(self, capabilities: tuple[str, ...] = ()):
+        self.capabilities = capabilities
+        super().__init__()
+
     def authenticate(self, request, token: str):
         key = ApiKey.authenticate(token)
         if key is None:
@@ -42,36 +108,122 @@ class KeyAuth(HttpBearer):
         user.api_key_name = key.name
         request.user = user
         request.api_key = key
-        return user
+        return _admit(request, user, self.capabilities)
 
 
 class SessionAuth(APIKeyCookie):
-    """The logged-in browser session, with Django's CSRF check for unsafe methods."""
+    """The logged-in browser session, with Django's CSRF check for unsafe methods.
+
+    A request that carries an Authorization header is judged by it alone, so a bad or revoked
+    key is always a 401, even from a browser that also has a session."""
 
     param_name = "sessionid"
+
+    def __init__(self, csrf: bool = True, capabilities: tuple[str, ...] = ()):
+        self.capabilities = capabilities
+        super().__init__(csrf=csrf)
 
     def _get_key(self, request):
         return request.COOKIES.get(self.param_name)
 
     def authenticate(self, request, key):
+        if "authorization" in request.headers:
+            return None
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            return user
-        return None
+        if user is None or not user.is_authenticated:
+            return None
+        if self.csrf and not getattr(request, "_ninja_csrf_exempt", False) and check_csrf(request):
+            raise ApiError(403, "csrf_failed", "the CSRF check failed: send the X-CSRFToken header with the "
+                                               "csrftoken cookie's value, or use an API key")
+        return _admit(request, user, self.capabilities)
 
 
-api = NinjaAPI(
+def requires(*capabilities: str) -> list:
+    """An operation's `auth`: a key or a session with one of these capabilities. Checked before
+    ninja reads the path, query and body, so a forbidden call is a 403 whatever else is wrong."""
+    return [KeyAuth(capabilities), SessionAuth(csrf=True, capabilities=capabilities)]
+
+
+class KizunaAPI(NinjaAPI):
+    """NinjaAPI whose every answer is in the error shape, including the ones ninja makes outside
+    any operation: a method the path does not have (405) and a path that does not exist (404)."""
+
+    @property
+    def urls(self):
+        patterns, app_name, namespace = super().urls
+        for pattern in patterns:
+            pattern.callback = _json_405(pattern.callback)
+        patterns.append(re_path(r"", csrf_exempt(_unknown_path), name="unknown-path"))
+        return patterns, app_name, namespace
+
+    @property
+    def root_path(self) -> str:
+        return self.get_root_path({})
+
+
+api = KizunaAPI(
     title="Kizuna API",
     version="1",
     description=__doc__,
     auth=[KeyAuth(), SessionAuth(csrf=True)],
     urls_namespace="api",
+    parser=JsonParser(),
 )
 
 
-def error_response(request, status: int, code: str, message: str, details: list | None = None):
+def _rollback_if_atomic_request() -> None:
+    """An answered error must not commit half a change when the request runs in a transaction."""
+    for conn in connections.all(initialized_only=True):
+        if conn.settings_dict.get("ATOMIC_REQUESTS") and conn.in_atomic_block:
+            transaction.set_rollback(True, using=conn.alias)
+
+
+def error_response(request, status: int, code: str, message: str, details: list | None = None) -> HttpResponse:
+    if status >= 400:
+        _rollback_if_atomic_request()
     return api.create_response(
         request, {"error": {"code": code, "message": message, "details": details or []}}, status=status
+    )
+
+
+def _not_allowed_response(request, response: HttpResponseNotAllowed) -> HttpResponse:
+    allowed = response.get("Allow", "")
+    shaped = error_response(
+        request, 405, "method_not_allowed", f"{request.method} is not allowed on this path; use {allowed}"
+    )
+    shaped["Allow"] = allowed
+    return shaped
+
+
+def _json_405(view):
+    """Wraps a URL's view so ninja's plain-text 405 and its root's 404 come out in the error shape."""
+    if inspect.iscoroutinefunction(view):
+        @functools.wraps(view)
+        async def async_wrapper(request, *args, **kwargs):
+            response = await view(request, *args, **kwargs)
+            if isinstance(response, HttpResponseNotAllowed):
+                return _not_allowed_response(request, response)
+            return response
+
+        return async_wrapper
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            response = view(request, *args, **kwargs)
+        except Http404:  # ninja's root view, which exists only to be reversed
+            return _unknown_path(request)
+        if isinstance(response, HttpResponseNotAllowed):
+            return _not_allowed_response(request, response)
+        return response
+
+    return wrapper
+
+
+def _unknown_path(request, *args, **kwargs):
+    return error_response(
+        request, 404, "not_found",
+        f"there is no API endpoint at {request.path}; the endpoints are listed in {api.root_path}openapi.json",
     )
 
 
@@ -89,6 +241,15 @@ def require(request, capability: str) -> None:
         raise ApiError(403, "forbidden", message)
 
 
+def _error_path(loc: tuple | list) -> str:
+    parts = list(loc)
+    if parts and parts[0] in _SOURCES:
+        source = parts.pop(0)
+        if source == "body" and parts and parts[0] == _BODY_PARAM:
+            parts.pop(0)
+    return ".".join(str(p) for p in parts) or "body"
+
+
 @api.exception_handler(ApiError)
 def _api_error(request, exc: ApiError):
     return error_response(request, exc.status, exc.code, exc.message, exc.details)
@@ -96,10 +257,11 @@ def _api_error(request, exc: ApiError):
 
 @api.exception_handler(ValidationError)
 def _validation_error(request, exc: ValidationError):
-    details = []
-    for err in exc.errors:
-        loc = [str(p) for p in err.get("loc", []) if p not in ("body", "payload", "query", "path")]
-        details.append({"path": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
+    details = [
+        {"path": _error_path(err.get("loc", ())),
+         "message": _MESSAGES.get(err.get("type", ""), err.get("msg", "invalid"))}
+        for err in exc.errors
+    ]
     return error_response(request, 422, "invalid", "the request is not valid", details)
 
 
@@ -107,7 +269,7 @@ def _validation_error(request, exc: ValidationError):
 def _auth_error(request, exc):
     return error_response(
         request, 401, "unauthenticated",
-        "missing or invalid credentials: send 'Authorization: Bearer <API key>'",
+        "missing, invalid or revoked credentials: send 'Authorization: Bearer <API key>' with an active key",
     )
 
 
@@ -123,9 +285,27 @@ def _not_found(request, exc):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
+    cause = exc.__cause__
+    if isinstance(cause, MalformedBody):
+        if cause.content_type and "json" not in cause.content_type:
+            return error_response(
+                request, 415, "unsupported_media_type",
+                f"the body must be JSON sent as 'Content-Type: application/json', not {cause.content_type}",
+                [{"path": "body", "message": "is not JSON"}],
+            )
+        return error_response(request, 400, "malformed_json", "the request body is not valid JSON",
+                              [{"path": "body", "message": cause.reason}])
     code = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
             405: "method_not_allowed", 409: "conflict", 413: "too_large", 429: "rate_limited"}
     return error_response(request, exc.status_code, code.get(exc.status_code, "error"), str(exc))
+
+
+@api.exception_handler(Exception)
+def _server_error(request, exc: Exception):
+    """A bug: logged with its traceback (and signalled, as Django does), answered in the shape."""
+    logger.exception("API error on %s %s", request.method, request.path)
+    got_request_exception.send(sender=None, request=request)
+    return error_response(request, 500, "server_error", "the server failed to handle this request; it has been logged")
 
 
 def _register_routers() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+_SPACE = re.compile(r"\s")  # the characters str.isspace() accepts
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -23,7 +24,7 @@ def normalise_email(value: str) -> str:
     v = unicodedata.normalize("NFKC", value).strip().strip("<>").strip()
     if not v:
         raise InvalidEmail("empty")
-    if any(c.isspace() for c in v):
+    if _SPACE.search(v):
         raise InvalidEmail("contains spaces")
     if v.count("@") != 1:
         raise InvalidEmail("must contain exactly one @")
@@ -33,10 +34,11 @@ def normalise_email(value: str) -> str:
     if not _LOCAL.match(local) or local.startswith(".") or local.endswith(".") or ".." in local:
         raise InvalidEmail("the part before @ has characters an address cannot have")
     domain = domain.lower().rstrip(".")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise InvalidEmail("the domain is not valid") from exc
+    if not domain.isascii():  # ASCII domains are already in their IDNA form (imports check millions)
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidEmail("the domain is not valid") from exc
     labels = domain.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise InvalidEmail("the domain is not valid")

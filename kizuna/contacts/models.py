@@ -319,17 +319,29 @@ class ImportJob(models.Model):
         NEWSLETTER = "newsletter", _("Newsletter list")
         OTHER = "other", _("Other list")
 
+    class Format(models.TextChoices):
+        CSV = "csv", _("CSV")
+        XLSX = "xlsx", _("Excel (XLSX)")
+
     file = models.FileField(upload_to="imports/%Y/%m/")
     original_name = models.CharField(max_length=255)
     file_size = models.PositiveBigIntegerField(default=0)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OTHER)
+    file_format = models.CharField(max_length=8, choices=Format.choices, default=Format.CSV)
     encoding = models.CharField(max_length=32, blank=True)
+    delimiter = models.CharField(max_length=1, blank=True, default=",")
+    # Column names as shown and mapped: blank headers become "Column N", repeats get " (2)".
     headers = models.JSONField(default=list, blank=True)
+    # The first data rows, for the mapping page.
+    samples = models.JSONField(default=list, blank=True)
     mapping = models.JSONField(default=dict, blank=True)
     duplicate_policy = models.CharField(
         max_length=8, choices=DuplicatePolicy.choices, default=DuplicatePolicy.UPDATE
     )
     tags = models.JSONField(default=list, blank=True)
+    # The list to add imported contacts to, by name: created by the import itself, so a failed
+    # import leaves no empty list behind.
+    list_name = models.CharField(max_length=150, blank=True)
     contact_list = models.ForeignKey(ContactList, null=True, blank=True, on_delete=models.SET_NULL)
     consent_topic = models.ForeignKey(SubscriptionTopic, null=True, blank=True, on_delete=models.SET_NULL)
     consent_status = models.CharField(max_length=16, blank=True, choices=ConsentStatus.choices)

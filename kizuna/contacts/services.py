@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -43,6 +44,22 @@ class ContactError(ValueError):
     def __init__(self, errors: dict[str, str]):
         self.errors = errors
         super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+class ContactConflict(ContactError):
+    """Valid input that clashes with another record (the same email or domain): callers such as
+    the API answer it differently (409) from invalid input (422)."""
+
+
+def _check_owner(value: Any) -> str | None:
+    """The error for an owner id that is not a user, or None; a bad id would fail only at commit."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "must be a user id"
+    if not get_user_model().objects.filter(pk=value).exists():
+        return f"there is no user with id {value}"
+    return None
 
 
 @dataclass
@@ -99,6 +116,8 @@ def clean_contact_input(data: dict[str, Any], *, existing: Contact | None = None
             else:
                 out.values[key] = value or ""
         elif key == "owner_id":
+            if problem := _check_owner(value):
+                errors[key] = problem
             out.values[key] = value
         elif key == "custom":
             if not isinstance(value, dict):
@@ -160,17 +179,28 @@ def _set_tags(contact: Contact, names: list[str]) -> None:
     contact.tags.set(tags)
 
 
+def _save_unique_email(contact: Contact) -> None:
+    """Saves; a concurrent request that took the same email first is a conflict, not a crash."""
+    try:
+        with transaction.atomic():
+            contact.save()
+    except IntegrityError as exc:
+        if contact.email and Contact.objects.filter(email=contact.email).exclude(pk=contact.pk).exists():
+            raise ContactConflict({"email": f"a contact with {contact.email} already exists"}) from exc
+        raise
+
+
 @transaction.atomic
 def create_contact(actor, data: dict[str, Any], *, source: str = "manual") -> Contact:
     cleaned = clean_contact_input(data)
     email = cleaned.values.get("email")
     if email and Contact.objects.filter(email=email).exists():
-        raise ContactError({"email": f"a contact with {email} already exists"})
+        raise ContactConflict({"email": f"a contact with {email} already exists"})
     contact = Contact(source=source, **cleaned.values)
     if cleaned.custom is not None:
         contact.custom = cleaned.custom
     _apply_derived(contact)
-    contact.save()
+    _save_unique_email(contact)
     if cleaned.tags is not None:
         _set_tags(contact, cleaned.tags)
     audit.record(actor, "create", contact, changes=audit.diff({}, _snapshot(contact)))
@@ -184,7 +214,7 @@ def update_contact(actor, contact: Contact, data: dict[str, Any]) -> Contact:
     before_tags = sorted(contact.tags.values_list("name", flat=True))
     email = cleaned.values.get("email")
     if email and email != contact.email and Contact.objects.filter(email=email).exclude(pk=contact.pk).exists():
-        raise ContactError({"email": f"a contact with {email} already exists"})
+        raise ContactConflict({"email": f"a contact with {email} already exists"})
     if "email" in cleaned.values and cleaned.values["email"] != contact.email:
         contact.company = None  # relink by the new domain
     for key, value in cleaned.values.items():
@@ -193,7 +223,7 @@ def update_contact(actor, contact: Contact, data: dict[str, Any]) -> Contact:
         contact.custom = cleaned.custom
     _apply_derived(contact)
     contact.updated_at = timezone.now()
-    contact.save()
+    _save_unique_email(contact)
     changes = audit.diff(before, _snapshot(contact))
     if cleaned.tags is not None:
         _set_tags(contact, cleaned.tags)
@@ -258,6 +288,8 @@ def clean_company_input(data: dict[str, Any], *, existing: Company | None = None
                 errors[key] = f"{value!r} is not a Japanese prefecture"
             out[key] = code or ""
         elif key == "owner_id":
+            if problem := _check_owner(value):
+                errors[key] = problem
             out[key] = value
         elif key == "custom":
             if not isinstance(value, dict):
@@ -280,6 +312,8 @@ def clean_company_input(data: dict[str, Any], *, existing: Company | None = None
             clash = clash.exclude(pk=existing.pk)
         if clash.exists():
             errors["domain"] = f"another company already has the domain {out['domain']}"
+            if len(errors) == 1:
+                raise ContactConflict(errors)
     if errors:
         raise ContactError(errors)
     return out

@@ -1,0 +1,123 @@
+"""End-to-end fixtures: Kizuna started as real processes (web server and worker, exactly as
+`kizuna demo` runs them) on a database of its own, and Debian's Chromium driven by Playwright.
+
+The database follows the test pass: a fresh SQLite file on the SQLite pass, a fresh PostgreSQL
+database (dropped afterwards) on the PostgreSQL pass.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ADMIN_PASSWORD = "e2e-" + secrets.token_urlsafe(12)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kizuna(*args: str, env: dict[str, str], **kwargs):
+    return subprocess.run([sys.executable, "-m", "kizuna.cli", *args], env=env, check=True,  # noqa: S603
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def kizuna_server():
+    """Base URL of a running Kizuna with an admin user (password ADMIN_PASSWORD)."""
+    import psycopg
+
+    data_dir = Path(tempfile.mkdtemp(prefix="kizuna-e2e-"))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIZUNA_")}
+    env.update({
+        "KIZUNA_DATA_DIR": str(data_dir),
+        "KIZUNA_BASE_URL": f"http://127.0.0.1:{port}",
+        "KIZUNA_EMAIL_URL": "capture://",
+        "DJANGO_SETTINGS_MODULE": "kizuna.settings",
+    })
+    pg_url = os.environ.get("KIZUNA_DATABASE_URL", "")
+    pg_db = None
+    if pg_url.startswith("postgres"):
+        pg_db = f"kizuna_e2e_{secrets.token_hex(4)}"
+        admin_url = pg_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{pg_db}"')
+        env["KIZUNA_DATABASE_URL"] = pg_url.rsplit("/", 1)[0] + "/" + pg_db
+    _kizuna("init", env=env)
+    _kizuna("createuser", "admin", "--role", "admin", "--password", ADMIN_PASSWORD, env=env)
+    logs = open(data_dir / "processes.log", "w")  # noqa: SIM115
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "kizuna.cli", "serve", "--port", str(port), "--workers", "1"],  # noqa: S603
+                         env=env, stdout=logs, stderr=subprocess.STDOUT),
+        subprocess.Popen([sys.executable, "-m", "kizuna.cli", "worker", "--interval", "0.2"],  # noqa: S603
+                         env=env, stdout=logs, stderr=subprocess.STDOUT),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(base + "/login/", timeout=2)  # noqa: S310
+            break
+        except OSError:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                logs.flush()
+                raise RuntimeError("Kizuna did not start:\n" + (data_dir / "processes.log").read_text()) from None
+            time.sleep(0.3)
+    try:
+        yield base
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        logs.close()
+        if pg_db:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, kizuna_server):
+    context = browser.new_context(base_url=kizuna_server, locale="en-US", viewport={"width": 1360, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(20_000)
+    yield pg
+    context.close()
+
+
+def login(page, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
