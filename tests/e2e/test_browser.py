@@ -79,13 +79,13 @@ def test_import_business_cards_and_switch_language(page, tmp_path):
     page.screenshot(path=str(tmp_path / "contacts-en.png"))
 
     page.select_option("#lang-select", "ja")
-    page.wait_for_load_state()
+    page.wait_for_function("document.documentElement.lang === 'ja'")
     nav = page.locator("nav.sidebar").inner_text()
     assert "コンタクト" in nav and "インポート" in nav, nav
     assert page.locator("html").get_attribute("lang") == "ja"
     page.screenshot(path=str(tmp_path / "contacts-ja.png"))
 
     page.select_option("#lang-select", "en")
-    page.wait_for_load_state()
+    page.wait_for_function("document.documentElement.lang === 'en'")
     assert "Contacts" in page.locator("nav.sidebar").inner_text()
     assert page.locator("html").get_attribute("lang") == "en"
