@@ -246,3 +246,15 @@ def test_do_not_contact_rules(topics):
     assert ConsentRecord.objects.filter(contact=c, topic=None).count() == 3
     no_address = Contact.objects.create(family_name="x")
     assert consent.may_send(no_address, consent.TRANSACTIONAL).reason == "no email address"
+
+
+def test_custom_field_filters_on_the_contacts_page(logged_in):
+    CustomField.objects.create(key="budget", label="予算", field_type="number")
+    CustomField.objects.create(key="products", label="製品", field_type="multi_choice", choices=["A", "B"])
+    Contact.objects.create(email="match@example.jp", custom={"budget": 100, "products": ["A", "B"]})
+    Contact.objects.create(email="other@example.jp", custom={"budget": 5, "products": ["A"]})
+    page = logged_in.get("/contacts/", {"custom.budget": "100"}).content.decode()
+    assert "match@example.jp" in page and "other@example.jp" not in page
+    page = logged_in.get("/contacts/", {"custom.products": "B"}).content.decode()
+    assert "match@example.jp" in page and "other@example.jp" not in page
+    assert logged_in.get("/contacts/", {"custom.budget": "lots"}).status_code == 400

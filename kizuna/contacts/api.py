@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, connections, transaction
-from django.db.models import BooleanField, Prefetch, Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db import IntegrityError, transaction
+from django.db.models import Prefetch, Q, QuerySet
 from ninja import Query, Router, Status
 
 from kizuna.accounts import audit
@@ -111,42 +110,6 @@ def _check_params(request, allowed: set[str], *, custom: bool = False) -> None:
 
 # --- Contacts -----------------------------------------------------------------------------------
 
-def filter_custom(qs: QuerySet[Contact], params) -> QuerySet[Contact]:
-    """Applies `custom.<key>=value` filters, the value read as the field's type (so `custom.budget=100`
-    finds the number 100), on SQLite and PostgreSQL alike; a multi-choice field matches contacts
-    having every choice given. Raises QueryError naming the parameter."""
-    wanted = {p: raw for p, raw in params.items() if p.startswith("custom.") and raw.strip()}
-    defs = fields.definitions(CustomField.Target.CONTACT) if wanted else {}
-    errors: dict[str, str] = {}
-    for param, raw in wanted.items():
-        definition = defs.get(param.removeprefix("custom."))
-        if definition is None:
-            errors[param] = "is not a defined custom field"
-            continue
-        try:
-            value = fields.clean_value(definition, raw)
-        except fields.FieldError as exc:
-            errors[param] = str(exc)
-            continue
-        lookup = f"custom__{definition.key}"
-        if definition.field_type != CustomField.Type.MULTI_CHOICE:
-            qs = qs.filter(**{lookup: value})
-        elif connections[qs.db].vendor == "sqlite":  # SQLite has no JSON containment operator
-            for i, choice in enumerate(value):
-                # Only the table name is in the SQL text; the key path and the choice are parameters.
-                member = RawSQL(  # noqa: S611
-                    f"EXISTS (SELECT 1 FROM json_each({Contact._meta.db_table}.custom, %s) WHERE value = %s)",
-                    (f"$.{definition.key}", choice), output_field=BooleanField(),
-                )
-                name = f"_custom_{definition.key}_{i}"
-                qs = qs.alias(**{name: member}).filter(**{name: True})
-        else:
-            qs = qs.filter(**{f"{lookup}__contains": value})
-    if errors:
-        raise queries.QueryError(errors)
-    return qs
-
-
 def _contacts(qs: QuerySet[Contact] | None = None) -> QuerySet[Contact]:
     """Contacts with everything their output shows, in a fixed number of queries."""
     qs = Contact.objects.all() if qs is None else qs
@@ -205,7 +168,7 @@ def list_contacts(request, filters: Query[ContactFilters]):
     _check_params(request, set(queries.FILTER_KEYS) | PAGE_PARAMS, custom=True)
     try:
         standard = {k: v for k, v in request.GET.items() if not k.startswith("custom.")}
-        qs = filter_custom(queries.filter_contacts(Contact.objects.all(), standard), request.GET)
+        qs = queries.filter_custom(queries.filter_contacts(Contact.objects.all(), standard), request.GET)
         page = queries.paginate(_contacts(qs), sort=filters.sort, cursor=filters.cursor, limit=filters.limit)
     except queries.QueryError as exc:
         raise ApiError(400, "bad_request", "the filters are not valid", exc.errors) from exc

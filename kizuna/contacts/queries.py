@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import F, Q, QuerySet
+from django.db import connections
+from django.db.models import BooleanField, F, Q, QuerySet
+from django.db.models.expressions import RawSQL
 
-from .models import Contact, LifecycleStage
+from . import fields
+from .models import Contact, CustomField, LifecycleStage
 from .reference import CompanySize, Industry, Region, normalise_prefecture
 
 # sort name -> (field, descending). Each has an index ending in id.
@@ -127,13 +130,42 @@ def filter_contacts(qs: QuerySet[Contact], params: Mapping[str, Any]) -> QuerySe
         if value not in ("true", "false"):
             errors["do_not_contact"] = "must be true or false"
         qs = qs.filter(do_not_contact=value == "true")
-    for key in params:
-        if isinstance(key, str) and key.startswith("custom."):
-            field_key = key.removeprefix("custom.")
-            raw = get(key)
-            if raw:
-                # JSON contains matches scalars and list members alike (multi-choice).
-                qs = qs.filter(Q(**{f"custom__{field_key}": raw}) | Q(**{f"custom__{field_key}__contains": raw}))
+    if errors:
+        raise QueryError(errors)
+    return filter_custom(qs, params)
+
+
+def filter_custom(qs: QuerySet[Contact], params) -> QuerySet[Contact]:
+    """Applies `custom.<key>=value` filters, the value read as the field's type (so `custom.budget=100`
+    finds the number 100), on SQLite and PostgreSQL alike; a multi-choice field matches contacts
+    having every choice given. Raises QueryError naming the parameter."""
+    wanted = {p: raw for p, raw in params.items() if p.startswith("custom.") and raw.strip()}
+    defs = fields.definitions(CustomField.Target.CONTACT) if wanted else {}
+    errors: dict[str, str] = {}
+    for param, raw in wanted.items():
+        definition = defs.get(param.removeprefix("custom."))
+        if definition is None:
+            errors[param] = "is not a defined custom field"
+            continue
+        try:
+            value = fields.clean_value(definition, raw)
+        except fields.FieldError as exc:
+            errors[param] = str(exc)
+            continue
+        lookup = f"custom__{definition.key}"
+        if definition.field_type != CustomField.Type.MULTI_CHOICE:
+            qs = qs.filter(**{lookup: value})
+        elif connections[qs.db].vendor == "sqlite":  # SQLite has no JSON containment operator
+            for i, choice in enumerate(value):
+                # Only the table name is in the SQL text; the key path and the choice are parameters.
+                member = RawSQL(  # noqa: S611
+                    f"EXISTS (SELECT 1 FROM json_each({Contact._meta.db_table}.custom, %s) WHERE value = %s)",
+                    (f"$.{definition.key}", choice), output_field=BooleanField(),
+                )
+                name = f"_custom_{definition.key}_{i}"
+                qs = qs.alias(**{name: member}).filter(**{name: True})
+        else:
+            qs = qs.filter(**{f"{lookup}__contains": value})
     if errors:
         raise QueryError(errors)
     return qs
