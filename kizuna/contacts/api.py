@@ -317,12 +317,7 @@ def _filter_companies(qs: QuerySet[Company], params) -> QuerySet[Company]:
             errors["prefecture"] = f"unknown prefecture {prefecture!r}"
         qs = qs.filter(prefecture=code or prefecture)
     if owner := params.get("owner", "").strip():
-        if owner == "none":
-            qs = qs.filter(owner__isnull=True)
-        elif owner.isdigit():
-            qs = qs.filter(owner_id=int(owner))
-        else:
-            errors["owner"] = "must be a user id or 'none'"
+        qs = queries.filter_owner(qs, owner, errors)
     if errors:
         raise queries.QueryError(errors)
     return qs

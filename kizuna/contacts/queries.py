@@ -54,6 +54,16 @@ def _date(value: str, key: str, errors: dict[str, str]) -> dt.date | None:
         return None
 
 
+def filter_owner(qs: QuerySet, owner: str, errors: dict[str, str]) -> QuerySet:
+    """`owner=<user id>` or `owner=none`, for contacts and companies alike."""
+    if owner == "none":
+        return qs.filter(owner__isnull=True)
+    if owner.isdigit():
+        return qs.filter(owner_id=int(owner))
+    errors["owner"] = "must be a user id or 'none'"
+    return qs
+
+
 def filter_contacts(qs: QuerySet[Contact], params: Mapping[str, Any]) -> QuerySet[Contact]:
     """Applies the filters in `params` (query-string style); unknown keys are ignored,
     custom fields filter as `custom.<key>=value`."""
@@ -94,12 +104,7 @@ def filter_contacts(qs: QuerySet[Contact], params: Mapping[str, Any]) -> QuerySe
             errors["company_size"] = f"unknown company size {size!r}"
         qs = qs.filter(company_size=size)
     if owner := get("owner"):
-        if owner == "none":
-            qs = qs.filter(owner__isnull=True)
-        elif owner.isdigit():
-            qs = qs.filter(owner_id=int(owner))
-        else:
-            errors["owner"] = "must be a user id or 'none'"
+        qs = filter_owner(qs, owner, errors)
     if tag := get("tag"):
         qs = qs.filter(tags__name=tag)
     if list_id := get("list"):
