@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "kizuna.accounts",
     "kizuna.contacts",
+    "kizuna.events",
     "kizuna.web",
 ]
 
@@ -114,6 +115,14 @@ TASKS = {
         "QUEUES": ["default"],
     }
 }
+
+# --- Events -------------------------------------------------------------------------------
+# Stages after identity and enrichment, in order (see kizuna/events/registry.py).
+KIZUNA_EVENT_HANDLERS: list[str] = []
+KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)
+KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
+KIZUNA_INGEST_GROUP_COMMIT = config.env_bool("KIZUNA_INGEST_GROUP_COMMIT", True)
+KIZUNA_PROXY_COUNT = config.env_int("KIZUNA_PROXY_COUNT", 0)
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

@@ -36,6 +36,42 @@ def _kizuna(*args: str, env: dict[str, str], **kwargs):
                           capture_output=True, text=True, timeout=300, **kwargs)
 
 
+class Server(str):
+    """The base URL (a str, so pages can use it directly) plus handles on the processes."""
+
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen]
+    logs: object
+
+    def start_worker(self, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "kizuna.cli", "worker", *args],  # noqa: S603
+                                env=self.env, stdout=self.logs, stderr=subprocess.STDOUT)
+        self.procs["worker"] = proc
+        return proc
+
+    def stop_worker(self) -> None:
+        proc = self.procs.get("worker")
+        if proc and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Reads the server's own database (SQLite file or PostgreSQL database)."""
+        url = self.env.get("KIZUNA_DATABASE_URL", "")
+        if url.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(url) as conn:
+                return conn.execute(sql.replace("?", "%s"), params).fetchall()
+        import sqlite3
+
+        conn = sqlite3.connect(Path(self.env["KIZUNA_DATA_DIR"]) / "kizuna.sqlite3", timeout=30)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+
 @pytest.fixture(scope="session")
 def kizuna_server():
     """Base URL of a running Kizuna with an admin user (password ADMIN_PASSWORD)."""
@@ -61,13 +97,14 @@ def kizuna_server():
     _kizuna("init", env=env)
     _kizuna("createuser", "admin", "--role", "admin", "--password", ADMIN_PASSWORD, env=env)
     logs = open(data_dir / "processes.log", "w")  # noqa: SIM115
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "kizuna.cli", "serve", "--port", str(port), "--workers", "1"],  # noqa: S603
-                         env=env, stdout=logs, stderr=subprocess.STDOUT),
-        subprocess.Popen([sys.executable, "-m", "kizuna.cli", "worker", "--interval", "0.2"],  # noqa: S603
-                         env=env, stdout=logs, stderr=subprocess.STDOUT),
-    ]
-    base = f"http://127.0.0.1:{port}"
+    server = Server(f"http://127.0.0.1:{port}")
+    server.env, server.logs = env, logs
+    server.procs = {"web": subprocess.Popen(
+        [sys.executable, "-m", "kizuna.cli", "serve", "--port", str(port), "--workers", "1"],  # noqa: S603
+        env=env, stdout=logs, stderr=subprocess.STDOUT)}
+    server.start_worker("--interval", "0.2")
+    procs = server.procs.values()
+    base = server
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -79,8 +116,9 @@ def kizuna_server():
                 raise RuntimeError("Kizuna did not start:\n" + (data_dir / "processes.log").read_text()) from None
             time.sleep(0.3)
     try:
-        yield base
+        yield server
     finally:
+        procs = list(server.procs.values())
         for p in procs:
             p.terminate()
         for p in procs:
