@@ -300,15 +300,26 @@ _INSERT = (
 )
 
 
+_INSERT_PG = (
+    "INSERT INTO events_incomingevent (message_id, lane, received_at, payload, error) "
+    "SELECT m, l, r, p, '' FROM unnest(%s::varchar[], %s::smallint[], %s::timestamptz[], %s::text[]) "
+    "AS t(m, l, r, p) ON CONFLICT (message_id) DO NOTHING"
+)
+
+
 def store(rows: list[Row]) -> None:
     """Commits inbox rows in one transaction; duplicates of a waiting message are ignored
     here, duplicates of an already processed one when it is processed."""
     if not rows:
         return
-    adapt = connection.ops.adapt_datetimefield_value
-    params = [(mid, lane, adapt(at), payload) for mid, lane, at, payload in rows]
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(_INSERT, params)
+        if connection.vendor == "postgresql":
+            # One statement for the whole group: a round trip per row would cap throughput.
+            cursor.execute(_INSERT_PG, [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                        [r[3] for r in rows]])
+        else:
+            adapt = connection.ops.adapt_datetimefield_value
+            cursor.executemany(_INSERT, [(mid, lane, adapt(at), payload) for mid, lane, at, payload in rows])
 
 
 def ingest(messages: list[Any], info: RequestInfo, *, type_: str | None = None) -> BatchResult:

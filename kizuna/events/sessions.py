@@ -18,6 +18,7 @@ from datetime import timedelta
 from django.db.models import Max
 
 from kizuna.events import enrichment, referrers
+from kizuna.events.bulk import insert_rows, update_rows
 from kizuna.events.models import Event, IpRange, PageView, Session, TrackingSettings, Visitor, WriteKey
 
 ENGAGEMENT_EVENT = "Page Engaged"
@@ -90,11 +91,10 @@ class SessionBuilder:
             "last_activity_at"
         ):
             self.current[session.anonymous_id] = session  # the latest wins
-        open_ids = [s.id for s in self.current.values()]
-        if open_ids:
-            for pv in PageView.objects.filter(session_id__in=open_ids, is_exit=True):
-                session = next(s for s in self.current.values() if s.id == pv.session_id)
-                self.last_page[id(session)] = pv
+        by_id = {s.id: s for s in self.current.values()}
+        if by_id:
+            for pv in PageView.objects.filter(session_id__in=list(by_id), is_exit=True):
+                self.last_page[id(by_id[pv.session_id])] = pv
         wanted = {
             e.properties.get("page_view_id") for e in self.events
             if e.type == "track" and e.name == ENGAGEMENT_EVENT and isinstance(e.properties.get("page_view_id"), str)
@@ -239,8 +239,8 @@ class SessionBuilder:
         if self.new_sessions:
             Session.objects.bulk_create(self.new_sessions)
         if self.changed_sessions:
-            Session.objects.bulk_update(
-                list(self.changed_sessions.values()),
+            update_rows(
+                Session, self.changed_sessions.values(),
                 ["last_activity_at", "page_views", "engaged_ms", "exit_url", "exit_path", "contact"],
             )
 
@@ -249,11 +249,9 @@ class SessionBuilder:
         for pv, ev in self.page_views:
             pv.event = ev
         if self.page_views:
-            PageView.objects.bulk_create([pv for pv, _ in self.page_views], ignore_conflicts=False)
+            insert_rows(PageView, [pv for pv, _ in self.page_views])
         if self.changed_page_views:
-            PageView.objects.bulk_update(
-                list(self.changed_page_views.values()), ["dwell_ms", "measured", "scroll_depth", "is_exit"]
-            )
+            update_rows(PageView, self.changed_page_views.values(), ["dwell_ms", "measured", "scroll_depth", "is_exit"])
         # Engagement for pages inserted just now was applied before their insert; for older
         # sessions the rollups were touched above and saved with save_sessions().
         new = [v for a, v in self.visitors.items() if a in self.new_visitor_ids]
@@ -261,7 +259,7 @@ class SessionBuilder:
         if new:
             Visitor.objects.bulk_create(new)
         if old:
-            Visitor.objects.bulk_update(old, [
+            update_rows(Visitor, old, [
                 "contact", "last_seen", "sessions", "page_views", "company", "company_name", "country",
                 "last_url", "bot",
             ])
