@@ -7,6 +7,8 @@ from django.core.management.base import BaseCommand
 
 from kizuna.accounts.models import User
 from kizuna.contacts.demo import generate_demo_data
+from kizuna.events.demo import generate_demo_traffic
+from kizuna.events.setup import ensure_tracking_defaults
 from kizuna.contacts.models import Contact
 from kizuna.contacts.setup import ensure_defaults
 from kizuna.web.processes import default_bind, run_together, serve_command, worker_command
@@ -27,11 +29,14 @@ class Command(BaseCommand):
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
         ensure_defaults()
+        ensure_tracking_defaults()
         password = self._admin_password()
         if not Contact.objects.exists():
             self.stdout.write(f"Creating demo data: {contacts} contacts…")
             summary = generate_demo_data(contacts=contacts, seed=seed)
             self.stdout.write(f"  {summary}")
+            self.stdout.write("Recording demo web traffic…")
+            self.stdout.write(f"  {generate_demo_traffic()}")
         self.stdout.write(self.style.SUCCESS(f"Ready in {time.monotonic() - started:.1f} s."))
         banner = (
             f"\n  Kizuna demo:  http://{host}:{port}/\n"
