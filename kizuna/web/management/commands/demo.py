@@ -7,10 +7,10 @@ from django.core.management.base import BaseCommand
 
 from kizuna.accounts.models import User
 from kizuna.contacts.demo import generate_demo_data
-from kizuna.events.demo import generate_demo_traffic
-from kizuna.events.setup import ensure_tracking_defaults
 from kizuna.contacts.models import Contact
 from kizuna.contacts.setup import ensure_defaults
+from kizuna.events.demo import generate_demo_traffic
+from kizuna.events.setup import ensure_tracking_defaults
 from kizuna.web.processes import default_bind, run_together, serve_command, worker_command
 
 
