@@ -1,7 +1,13 @@
 """Shared fixtures. The data directory is per test session (tests/testenv.py), never ./var."""
 
+from pathlib import Path
+
 import pytest
 from django.core.cache import cache
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 ROLES = ["admin", "marketer", "sales", "viewer"]
 PASSWORD = "correct-horse-battery-9"
@@ -53,3 +59,16 @@ def api_token(db):
         return token
 
     return make
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium for the whole run: Playwright's sync API allows one instance per process."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

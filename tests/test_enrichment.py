@@ -100,6 +100,35 @@ def test_is_bot_by_crawler_list(ua, reason):
     assert enrichment.is_bot(ua, "198.51.100.7", NO_RULES) == reason
 
 
+BROWSER_TOKENS = st.sampled_from([
+    "Mozilla/5.0", "(Windows NT 10.0; Win64; x64)", "AppleWebKit/537.36", "(KHTML, like Gecko)", "Chrome/131.0.0.0",
+    "Safari/537.36", "Mobile/15E148", "(iPhone; CPU iPhone OS 18_1 like Mac OS X)", "Version/18.1", "Linux", "Build/",
+    "[FBAN/FBIOS;FBAV/489.0.0.35.107;FBLC/ja_JP]", "Line/13.1.0", "Edg/131.0", "rv:133.0", "compatible;", "Android 14;",
+    # Near misses and the generic crawler words: phone models ending in "bot", words with "crawl" or "reader".
+    "cubot", "; M bot", "; POWER BOT", "x-bot", "WebReader", "SiteMonitoring", "Cron", "my_spider",
+    "Sitemaps Generator", "Yandex", "YandexSearch", "Java/1.8", "outbrain", "Y!J-ABC", "Ruby", "b0t",
+])
+
+
+def _crawler_words() -> list[str]:
+    from crawlerdetect.providers.crawlers import data
+
+    return sorted({p.strip("^$").replace("\\", "") for p in data})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(BROWSER_TOKENS, st.sampled_from(_crawler_words()), st.text(max_size=8)), max_size=8),
+       st.sampled_from([" ", "", ";", "/", "-"]), st.booleans())
+def test_crawler_check_agrees_with_crawlerdetect(tokens, separator, upper):
+    """The fast search finds a crawler exactly when crawlerdetect's own does."""
+    from crawlerdetect import CrawlerDetect
+
+    ua = separator.join(tokens)
+    ua = ua.upper() if upper else ua
+    # Only the HeadlessChrome token is read differently, on purpose (see enrichment._HEADLESS).
+    assert bool(enrichment._crawler(ua)) == CrawlerDetect().is_crawler(ua.replace("HeadlessChrome/", "Chrome/")), ua
+
+
 def test_bot_rules_from_settings_text():
     ua_text = "# automation\nHeadlessChrome\n\n([unclosed\n.*\nKizunaMonitor/\\d+\n"
     ip_text = "203.0.113.0/24   # office network\nnot-an-ip\n2001:db8:beef::/48\n0.0.0.0/0\n１９８．５１．１００．９\n"
@@ -262,7 +291,8 @@ def test_ip_ranges_csv_cp932_with_japanese_headers():
 
 
 def test_ip_ranges_csv_utf8_with_and_without_bom():
-    text = "network,company,note\n2001:db8::/48,IPv6 KK,\n203.0.113.7/32,Single KK,one host\n198.51.100.9/24,Host bits,\n"
+    text = ("network,company,note\n2001:db8::/48,IPv6 KK,\n203.0.113.7/32,Single KK,one host\n"
+            "198.51.100.9/24,Host bits,\n")
     for data in (text.encode("utf-8"), b"\xef\xbb\xbf" + text.encode("utf-8")):
         rows, errors = enrichment.parse_ip_ranges_csv(data)
         assert errors == []
@@ -294,7 +324,7 @@ def test_ip_ranges_csv_empty_file():
 def test_ip_ranges_csv_rows_fit_the_table():
     """Every good row can be loaded back into IpCompanyTable, which is what the import stores."""
     rows, _errors = enrichment.parse_ip_ranges_csv(
-        "network,company\n203.0.113.0/24,A\n192.0.2.1 - 192.0.2.9,B\n2001:db8::/48,C\n".encode())
+        b"network,company\n203.0.113.0/24,A\n192.0.2.1 - 192.0.2.9,B\n2001:db8::/48,C\n")
     table = IpCompanyTable((r["network"], None, r["company"]) for r in rows)
     assert [table.lookup(ip) for ip in ("203.0.113.5", "192.0.2.9", "2001:db8::1")] == [
         (None, "A"), (None, "B"), (None, "C")]

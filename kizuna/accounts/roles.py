@@ -37,6 +37,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "users.manage": frozenset({Role.ADMIN}),
     "apikeys.manage": frozenset({Role.ADMIN}),
     "audit.view": frozenset({Role.ADMIN}),
+    "tracking.view": ALL,
+    "tracking.manage": WRITERS,
 }
 
 # API key scopes, each a set of capabilities; a key can never exceed its owner's role.

@@ -47,6 +47,7 @@ from .models import (
     SubscriptionTopic,
     Tag,
 )
+from .panels import rendered_panels
 from .reference import PREFECTURE_CHOICES, CompanySize, Industry, Region
 
 PAGE_SIZE = 50
@@ -209,6 +210,7 @@ def contact_detail(request, pk: int):
         "dnc_form": DoNotContactForm(),
         "dnc_reason": dict(DoNotContactReason.choices).get(contact.dnc_reason, contact.dnc_reason),
         "history": audit.history(contact),
+        "panels": rendered_panels(request, contact),
         **_consent_context(contact),
     }
     return render(request, "contacts/contact_detail.html", context)

@@ -9,3 +9,6 @@ class EventsConfig(AppConfig):
 
     def ready(self) -> None:
         from kizuna.events import identity  # noqa: F401 - registers the contact-merge hook
+        from kizuna.events.views import register_panels
+
+        register_panels()

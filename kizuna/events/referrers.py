@@ -16,8 +16,9 @@ The evidence, strongest first:
 link, paid or not (Google Analytics counts such visits as organic social too). A paid Meta ad
 is recognised by its utm_medium.
 
-Everything here is pure, never raises, and costs a few microseconds per call: host lookups are
-cached, regular expressions compiled once.
+Everything here is pure and never raises. It runs for every page view, so what a referrer or
+a page URL says is cached per distinct string (under 10 µs a call when both were seen before,
+under 100 µs when neither was), and no regular expression is compiled per call.
 """
 
 from __future__ import annotations
@@ -203,7 +204,6 @@ def _table(*tables: tuple[str, list[tuple[Any, ...]]]) -> tuple[dict[str, tuple[
 _SUFFIXES, _EXACT = _table(("paid", AD_SERVERS), ("email", WEBMAIL), ("search", SEARCH_ENGINES),
                            ("social", SOCIAL_NETWORKS))
 _GOOGLE_SECOND_LEVEL = {"co", "com", "ne", "or", "ac", "go", "net", "org", "gov", "edu"}
-_GOOGLE_NOT_SEARCH = {"mail": ("email", "Gmail", ())}
 
 
 @lru_cache(maxsize=8192)
@@ -223,7 +223,7 @@ def host_source(host: str) -> tuple[str, str, tuple[str, ...]] | None:
 
 def _google(labels: list[str]) -> tuple[str, str, tuple[str, ...]] | None:
     """Google search on any country domain (google.com, google.co.jp, google.com.au, ...);
-    other Google hosts (docs, drive, news, ...) are referrals, and Gmail is webmail."""
+    other Google hosts (docs, drive, news, ...) are referrals (Gmail is in WEBMAIL)."""
     subdomain = ""
     if len(labels) >= 3 and labels[1] == "google":
         subdomain, labels = labels[0], labels[1:]
@@ -234,9 +234,7 @@ def _google(labels: list[str]) -> tuple[str, str, tuple[str, ...]] | None:
         len(rest) == 2 and rest[0] in _GOOGLE_SECOND_LEVEL and len(rest[1]) == 2)
     if not is_country_domain:
         return None
-    if not subdomain or subdomain in ("www", "m"):
-        return ("search", "Google", ("q",))
-    return _GOOGLE_NOT_SEARCH.get(subdomain)
+    return ("search", "Google", ("q",)) if subdomain in ("", "www", "m") else None
 
 
 def _bare(host: str) -> str:
@@ -318,6 +316,8 @@ def decode_value(raw: str, charset: str = "") -> str:
     """A percent-encoded query value as text. The page's declared charset ("ie", "ei", ...) is
     tried first, then UTF-8; bytes that are not UTF-8 are read as Shift_JIS or EUC-JP, whichever
     looks more like Japanese, as older Japanese search forms sent them."""
+    if "%" not in raw:
+        return raw.replace("+", " ")
     try:
         data = unquote_to_bytes(raw.replace("+", " "))
     except UnicodeEncodeError:  # a lone surrogate in a value that was never percent-encoded
@@ -350,7 +350,9 @@ def clean_text(text: str, limit: int) -> str:
     """NFKC (full-width letters and digits become ASCII, half-width kana full-width) with runs
     of spaces, ideographic spaces included, made one: so "ＭＡ　ツール" and "MA ツール" count as
     the same keyword."""
-    text = unicodedata.normalize("NFKC", text[: limit * 2]).replace("\ufffd", "")
+    text = text[: limit * 2]
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).replace("\ufffd", "")
     return _SPACES.sub(" ", text).strip()[:limit]
 
 
@@ -377,15 +379,67 @@ def _utm(params: dict[str, str]) -> dict[str, str]:
 def utm_from_url(url: str) -> dict[str, str]:
     """The utm_* parameters present (and not empty) in a URL's query string, decoded."""
     try:
-        parts = _split(url)
-        return _utm(_params(parts.query)) if parts is not None else {}
+        return dict(_read_page(url[:URL_LIMIT]).utm) if isinstance(url, str) and url else {}
     except Exception:  # noqa: BLE001 - a strange URL simply has no campaign
         return {}
 
 
+@lru_cache(maxsize=1024)
 def _normal_medium(value: str) -> str:
     value = unicodedata.normalize("NFKC", value[:UTM_LIMIT]).strip().lower()
     return re.sub(r"[\s\-]+", "_", value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Referrer:
+    host: str
+    kind: str  # search, social, email, paid or "" for an unknown host
+    name: str
+    keyword: str
+    is_app: bool
+
+
+_NO_REFERRER = _Referrer("", "", "", "", False)
+
+
+@lru_cache(maxsize=16_384)
+def _read_referrer(referrer: str) -> _Referrer:
+    """What a referrer says by itself; cached, as the same referrers come back all day."""
+    parts = _split(referrer)
+    host = _host(parts)
+    if not host:
+        return _NO_REFERRER
+    if parts.scheme in ("android-app", "ios-app"):
+        kind, name = APPS.get(host, ("", ""))
+        return _Referrer(host, kind, name, "", True)
+    known = host_source(host)
+    if known is None:
+        return _Referrer(host, "", "", "", False)
+    kind, name, keyword_params = known
+    keyword = _keyword(parts.query, keyword_params) if keyword_params else ""
+    return _Referrer(host, kind, name, keyword, False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Page:
+    host: str
+    click_id: str
+    utm: dict[str, str]
+    from_mailing: bool
+
+
+_NO_PAGE = _Page("", "", {}, False)
+
+
+@lru_cache(maxsize=16_384)
+def _read_page(page_url: str) -> _Page:
+    """Host, ad click id, utm parameters and mailing-tool marks of a page URL; cached."""
+    parts = _split(page_url)
+    if parts is None:
+        return _NO_PAGE
+    params = _params(parts.query)
+    click_id = next((name for name in CLICK_IDS if params.get(name)), "")
+    return _Page(_host(parts), click_id, _utm(params), any(params.get(p) for p in EMAIL_PARAMS))
 
 
 def classify(
@@ -400,43 +454,35 @@ def classify(
 
 
 def _classify(referrer: Any, page_url: Any, own_hosts: Iterable[str], utm: dict[str, str] | None) -> TrafficSource:
-    if isinstance(own_hosts, str):
-        own_hosts = (own_hosts,)
-    page = _split(page_url)
-    page_params = _params(page.query) if page is not None else {}
+    page = _read_page(page_url[:URL_LIMIT]) if isinstance(page_url, str) and page_url else _NO_PAGE
+    ref = _read_referrer(referrer[:URL_LIMIT]) if isinstance(referrer, str) and referrer else _NO_REFERRER
     if utm is None:
-        utm = _utm(page_params)
+        utm = page.utm
     source = str(utm.get("utm_source") or "").strip()[:UTM_LIMIT]
     medium = _normal_medium(str(utm.get("utm_medium") or ""))
-    term = clean_text(str(utm.get("utm_term") or ""), KEYWORD_LIMIT)
-    click_id = next((name for name in CLICK_IDS if page_params.get(name)), "")
+    term = str(utm.get("utm_term") or "")
+    term = clean_text(term, KEYWORD_LIMIT) if term else ""
+    click_id = page.click_id
+    host, kind, name = ref.host, ref.kind, ref.name
 
-    ref = _split(referrer)
-    host = _host(ref)
-    known = None
-    if ref is not None and ref.scheme in ("android-app", "ios-app"):
-        app = APPS.get(host)
-        known = (app[0], app[1], ()) if app else None
-    elif host:
-        known = host_source(host)
-        own = _own_hosts(tuple(own_hosts or ()))
-        page_host = _host(page)
-        if host == page_host or any(host == h or host.endswith("." + h) for h in own):
+    if host and not ref.is_app:
+        if isinstance(own_hosts, str):
+            own_hosts = (own_hosts,)
+        own = _own_hosts(tuple(own_hosts)) if own_hosts else ()
+        if host == page.host or any(host == h or host.endswith("." + h) for h in own):
             return TrafficSource("internal", host, "", "", click_id)
-    kind, name, keyword_params = known if known else ("", "", ())
     source_kind, source_name = SOURCES.get(source.lower(), ("", "")) if source else ("", "")
     source_name = source_name or source
 
     ad_click = click_id if click_id and click_id not in NOT_PROOF_OF_AD else ""
     if ad_click or kind == "paid" or medium in PAID_MEDIUMS or medium.startswith(PAID_PREFIXES):
         network = "Yandex" if ad_click == "yclid" and name == "Yandex" else CLICK_IDS.get(ad_click, "")
-        keyword = term or (_keyword(ref.query, keyword_params) if kind == "search" else "")
         engine = network or name or source_name or CLICK_IDS.get(click_id, "")
-        return TrafficSource("paid", host, engine, keyword, click_id)
+        return TrafficSource("paid", host, engine, term or ref.keyword, click_id)
     if medium in EMAIL_MEDIUMS or kind == "email":
         return TrafficSource("email", host, name if kind == "email" else source_name, "", click_id)
     if kind == "search":
-        return TrafficSource("search", host, name, _keyword(ref.query, keyword_params), click_id)
+        return TrafficSource("search", host, name, ref.keyword, click_id)
     if kind == "social":
         return TrafficSource("social", host, name, "", click_id)
     if medium or source:
@@ -447,10 +493,10 @@ def _classify(referrer: Any, page_url: Any, own_hosts: Iterable[str], utm: dict[
         if not medium and source_kind == "email":
             return TrafficSource("email", host, source_name, "", click_id)
         return TrafficSource("referral", host, source_name, "", click_id)
-    if any(page_params.get(p) for p in EMAIL_PARAMS):
+    if page.from_mailing:
         return TrafficSource("email", host, "", "", click_id)
     if click_id == "fbclid":  # Facebook's in-app browser often sends no referrer
         return TrafficSource("social", host, "Facebook", "", click_id)
     if host:
         return TrafficSource("referral", host, "", "", click_id)
-    return TrafficSource("direct", "", "", "", click_id)
+    return DIRECT

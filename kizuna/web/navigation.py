@@ -24,24 +24,32 @@ class MenuItem:
 MENU: list[tuple[str, list[MenuItem]]] = [
     (_("Overview"), [
         MenuItem(_("Dashboard"), "web:home", "contacts.view", ""),
+        MenuItem(_("Live events"), "events:live", "tracking.view", "events"),
     ]),
     (_("Audience"), [
         MenuItem(_("Contacts"), "contacts:list", "contacts.view", "contacts"),
         MenuItem(_("Companies"), "contacts:company_list", "companies.view", "companies"),
         MenuItem(_("Lists"), "contacts:list_index", "contacts.view", "lists"),
         MenuItem(_("Import"), "contacts:import_list", "contacts.import", "imports"),
+        MenuItem(_("Visitors"), "events:visitor_list", "tracking.view", "visitors"),
+        MenuItem(_("Visiting companies"), "events:companies", "tracking.view", "visitors/companies"),
     ]),
     (_("Settings"), [
         MenuItem(_("Users"), "accounts:user_list", "users.manage", "settings/users"),
         MenuItem(_("API keys"), "accounts:apikey_list", "apikeys.manage", "settings/api-keys"),
         MenuItem(_("Custom fields"), "contacts:field_list", "fields.manage", "settings/fields"),
         MenuItem(_("Subscription topics"), "contacts:topic_list", "topics.manage", "settings/topics"),
+        MenuItem(_("Tracking"), "events:settings", "tracking.manage", "settings/tracking"),
         MenuItem(_("Audit log"), "accounts:audit_log", "audit.view", "settings/audit"),
     ]),
 ]
 
 
 def menu_for(user, path: str) -> list[dict]:
+    here = path.strip("/")
+    # The most specific section owning the path is the active one (visitors/companies over visitors).
+    owners = [i.section for _t, items in MENU for i in items if i.section and here.startswith(i.section)]
+    current = max(owners, key=len) if owners else ""
     sections = []
     for title, items in MENU:
         entries = []
@@ -49,7 +57,7 @@ def menu_for(user, path: str) -> list[dict]:
             if not can(user, item.capability):
                 continue
             url = reverse(item.url_name)
-            active = path.strip("/").startswith(item.section) if item.section else path == "/"
+            active = item.section == current if item.section else path == "/"
             entries.append({"label": item.label, "url": url, "active": active})
         if entries:
             sections.append({"title": title, "items": entries})

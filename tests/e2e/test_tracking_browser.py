@@ -12,6 +12,7 @@ import pytest
 
 from kizuna.events.snippet import tracker_snippet
 
+from .conftest import login
 from .test_ingestion import _pending, _wait, _write_key
 
 pytestmark = pytest.mark.browser
@@ -127,3 +128,13 @@ def test_search_visit_three_pages_then_form_identifies(kizuna_server, browser):
         ("%never-sent%", "%never-sent%"))[0][0]
     assert leaked == 0
 
+
+    ui = browser.new_context(base_url=kizuna_server, locale="en-US")
+    staff = ui.new_page()
+    login(staff)
+    staff.goto(f"/contacts/{contact}/")
+    activity = staff.locator("[data-activity]")
+    for path in WAITS:
+        assert activity.get_by_text(path).first.is_visible()
+    assert activity.locator("[data-keyword]").first.inner_text() == KEYWORD
+    ui.close()

@@ -36,3 +36,26 @@ document.addEventListener("DOMContentLoaded", () => {
     tick();
   });
 });
+
+// A [data-live-url] box refreshes its [data-live-rows] body and status counters every 3 s.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-live-url]").forEach((box) => {
+    const rows = box.querySelector("[data-live-rows]");
+    const set = (name, value) => {
+      const el = box.querySelector(`[data-${name}]`);
+      if (el) el.textContent = value;
+    };
+    const tick = () => {
+      fetch(box.dataset.liveUrl, { headers: { Accept: "application/json" } })
+        .then((r) => r.json())
+        .then((data) => {
+          if (rows) rows.innerHTML = data.rows;  // rendered and escaped by the server
+          set("pending", data.status.pending);
+          set("lag", data.status.lag_seconds);
+          set("failed", data.status.failed);
+        })
+        .finally(() => setTimeout(tick, 3000));
+    };
+    setTimeout(tick, 3000);
+  });
+});
