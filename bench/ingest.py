@@ -43,7 +43,6 @@ KIZUNA = [sys.executable, "-m", "kizuna.cli"]
 
 LUA_COMMON = r"""
 local counter = 0
-local tid = 0
 local threads = {}
 function setup(thread)
   thread:set("tid", #threads + 1)
@@ -135,7 +134,7 @@ def fresh_database(db: str, pg_url: str) -> str:
 def shell(env: dict[str, str], code: str) -> str:
     out = subprocess.run([*KIZUNA, "shell", "-c", code], env=env, capture_output=True, text=True, check=True,
                          cwd=ROOT)
-    return out.stdout.strip()
+    return out.stdout.strip().splitlines()[-1]
 
 
 def run_wrk(wrk: str, url: str, seconds: int, connections: int, script: Path | None) -> dict:
@@ -181,19 +180,21 @@ def bench_database(db: str, args, wrk: str) -> dict:
         scripts = Path(tempfile.mkdtemp(prefix="kizuna-wrk-"))
         stamp = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         run_id = str(int(time.time()))
-        header = f'KEY = "{key}"\nRUN = "{run_id}"\nTS = "{stamp}"\n'
-        (scripts / "page.lua").write_text(header + LUA_PAGE)
-        (scripts / "batch.lua").write_text(header + LUA_BATCH)
+        for name, body in (("page", LUA_PAGE), ("page_8", LUA_PAGE), ("batch", LUA_BATCH)):
+            # A run id per scenario: the same ids twice would be deduplicated, hiding work.
+            header = f'KEY = "{key}"\nRUN = "{run_id}{name}"\nTS = "{stamp}"\ntid = 0\n'
+            (scripts / f"{name}.lua").write_text(header + body)
         run_wrk(wrk, base + "/v1/_noop", 2, 8, None)  # warm-up
         seconds = args.seconds
         results["noop"] = run_wrk(wrk, base + "/v1/_noop", seconds, args.connections, None)
         results["noop_8"] = run_wrk(wrk, base + "/v1/_noop", seconds, 8, None)
         results["page"] = run_wrk(wrk, base + "/v1/page", seconds, args.connections, scripts / "page.lua")
-        results["page_8"] = run_wrk(wrk, base + "/v1/page", seconds, 8, scripts / "page.lua")
+        results["page_8"] = run_wrk(wrk, base + "/v1/page", seconds, 8, scripts / "page_8.lua")
         results["batch"] = run_wrk(wrk, base + "/v1/batch", seconds, 8, scripts / "batch.lua")
     finally:
         server.terminate()
         server.wait(timeout=30)
+    print(json.dumps(results, indent=1), file=sys.stderr)
     stored = int(shell(env, "from kizuna.events.models import IncomingEvent; print(IncomingEvent.objects.count())"))
     sent = (results["page"]["requests"] - results["page"]["non2xx"]) + (
         results["page_8"]["requests"] - results["page_8"]["non2xx"]) + 100 * (

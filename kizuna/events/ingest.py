@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from kizuna.events.writelock import sqlite_writer
+
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
@@ -312,7 +314,7 @@ def store(rows: list[Row]) -> None:
     here, duplicates of an already processed one when it is processed."""
     if not rows:
         return
-    with transaction.atomic(), connection.cursor() as cursor:
+    with sqlite_writer(), transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # One statement for the whole group: a round trip per row would cap throughput.
             cursor.execute(_INSERT_PG, [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],

@@ -27,6 +27,7 @@ from django.utils import timezone
 from kizuna.events import enrichment, identity, referrers, registry, sessions
 from kizuna.events.bulk import insert_rows
 from kizuna.events.models import Event, IncomingEvent, ProcessingLane
+from kizuna.events.writelock import sqlite_writer
 
 log = logging.getLogger(__name__)
 # Bigger batches amortise per-batch queries; on SQLite a batch also holds the write lock that
@@ -123,7 +124,7 @@ def ensure_lanes() -> None:
 def process_lane(number: int, limit: int = BATCH_SIZE) -> int:
     """Processes one batch of one lane; returns how many inbox rows it consumed."""
     try:
-        with transaction.atomic():
+        with sqlite_writer(), transaction.atomic():
             if not _claim(number):
                 return 0
             rows = list(
@@ -150,7 +151,7 @@ def _process_one_by_one(number: int, limit: int) -> int:
     ids = list(IncomingEvent.objects.filter(lane=number, error="").order_by("id").values_list("id", flat=True)[:limit])
     for inbox_id in ids:
         try:
-            with transaction.atomic():
+            with sqlite_writer(), transaction.atomic():
                 row = IncomingEvent.objects.filter(id=inbox_id).values_list("payload", flat=True).first()
                 if row is None:
                     continue
