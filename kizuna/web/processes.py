@@ -11,11 +11,16 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from kizuna import config
+
 
 def serve_command(host: str, port: int, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "granian", "--interface", "wsgi", "--host", host, "--port", str(port),
-        "--workers", str(workers), "--blocking-threads", "4", "--no-ws", "--log-level", "warning",
+        # Threads per process: tracking hits wait for a shared commit, so more threads mean
+        # bigger commit groups (docs/decisions/0005-event-pipeline.md).
+        "--workers", str(workers), "--blocking-threads", str(config.env_int("KIZUNA_WEB_THREADS", 16)),
+        "--no-ws", "--log-level", "warning",
         "kizuna.wsgi:application",
     ]
 
