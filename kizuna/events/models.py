@@ -129,7 +129,10 @@ class Event(models.Model):
     properties = models.JSONField(default=dict, blank=True)
     traits = models.JSONField(default=dict, blank=True)
     context = models.JSONField(default=dict, blank=True)
-    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    # FK indexes that a composite index below already covers are left out: every index costs
+    # each inserted event (see docs/benchmarks.md).
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.CASCADE, related_name="events",
+                                db_index=False)
     anonymous_id = models.CharField(max_length=100, blank=True)
     user_id = models.CharField(max_length=200, blank=True)
     occurred_at = models.DateTimeField()
@@ -147,7 +150,8 @@ class Event(models.Model):
     utm_campaign = models.CharField(max_length=200, blank=True)
     utm_term = models.CharField(max_length=200, blank=True)
     utm_content = models.CharField(max_length=200, blank=True)
-    session = models.ForeignKey("Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    session = models.ForeignKey("Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                db_index=False)  # sessions are never deleted on their own
     bot = models.CharField(max_length=100, blank=True, help_text="Why it is a bot; empty for humans.")
 
     class Meta:
@@ -208,7 +212,8 @@ class Session(models.Model):
     """A visit: ends after the inactivity timeout or when a new campaign arrives."""
 
     anonymous_id = models.CharField(max_length=100)
-    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="sessions",
+                                db_index=False)  # session_contact covers it
     started_at = models.DateTimeField()
     last_activity_at = models.DateTimeField()
     page_views = models.PositiveIntegerField(default=0)
@@ -253,7 +258,8 @@ class PageView(models.Model):
     event = models.OneToOneField(Event, on_delete=models.CASCADE, related_name="page_view")
     page_view_id = models.CharField(max_length=100, unique=True)  # the page message's id
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="pages")
-    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="page_views")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="page_views",
+                                db_index=False)  # pageview_contact covers it
     anonymous_id = models.CharField(max_length=100)
     seq = models.PositiveIntegerField()
     occurred_at = models.DateTimeField()
