@@ -94,9 +94,42 @@ def email_settings(url: str, directory: Path) -> dict[str, object]:
             "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
             "OPTIONS": {"file_path": str(mail_dir)},
         }
+    elif scheme in ESP_BACKENDS:
+        mailer = {"BACKEND": f"anymail.backends.{ESP_BACKENDS[scheme]}.EmailBackend"}
+        return {"MAILERS": {"default": mailer}, "ANYMAIL": esp_settings(scheme, parts, query)}
     else:
         raise SystemExit(
-            f"KIZUNA_EMAIL_URL scheme {scheme!r} is not supported; "
-            "use smtp://, smtps://, console:// or capture://"
+            f"KIZUNA_EMAIL_URL scheme {scheme!r} is not supported; use smtp://, smtps://, console://, "
+            f"capture:// or an ESP: {', '.join(f'{name}://' for name in ESP_BACKENDS)}"
         )
     return {"MAILERS": {"default": mailer}}
+
+
+# ESPs through django-anymail: the URL's user part is the API key (or access key id for SES).
+ESP_BACKENDS = {
+    "ses": "amazon_ses", "sendgrid": "sendgrid", "mailgun": "mailgun", "postmark": "postmark",
+    "brevo": "brevo", "sparkpost": "sparkpost", "resend": "resend", "mailersend": "mailersend",
+    "mailjet": "mailjet",
+}
+
+
+def esp_settings(scheme: str, parts, query: dict[str, str]) -> dict[str, object]:
+    """sendgrid://KEY@, postmark://TOKEN@, mailgun://KEY@mg.example.com, mailjet://KEY:SECRET@,
+    ses://ACCESS_KEY:SECRET@ap-northeast-1 (or ses:// with AWS credentials from the environment)."""
+    user, password, host = unquote(parts.username or ""), unquote(parts.password or ""), parts.hostname or ""
+    settings: dict[str, object] = {"WEBHOOK_SECRET": env("KIZUNA_WEBHOOK_SECRET")} if env("KIZUNA_WEBHOOK_SECRET") \
+        else {}
+    if scheme == "ses":
+        client: dict[str, object] = {"region_name": host or query.get("region", "ap-northeast-1")}
+        if user:
+            client.update({"aws_access_key_id": user, "aws_secret_access_key": password})
+        settings["AMAZON_SES_CLIENT_PARAMS"] = client
+    elif scheme == "postmark":
+        settings["POSTMARK_SERVER_TOKEN"] = user
+    elif scheme == "mailjet":
+        settings.update({"MAILJET_API_KEY": user, "MAILJET_SECRET_KEY": password})
+    else:
+        settings[f"{scheme.upper()}_API_KEY"] = user
+        if scheme == "mailgun" and host:
+            settings["MAILGUN_SENDER_DOMAIN"] = host
+    return settings

@@ -40,6 +40,11 @@ INSTALLED_APPS = [
     "kizuna.accounts",
     "kizuna.contacts",
     "kizuna.events",
+    "kizuna.messaging",
+    "kizuna.scoring",
+    "kizuna.handoff",
+    "kizuna.lifecycle",
+    "kizuna.segments",
     "kizuna.web",
 ]
 
@@ -82,6 +87,7 @@ TEMPLATES = [
 DATABASE_URL = config.env("KIZUNA_DATABASE_URL") or f"sqlite:///{DATA_DIR / 'kizuna.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["ENGINE"] = "kizuna.db.sqlite3"  # Django's, writes queued on one lock
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets readers proceed while one writer works; IMMEDIATE avoids upgrade deadlocks.
@@ -118,7 +124,10 @@ TASKS = {
 
 # --- Events -------------------------------------------------------------------------------
 # Stages after identity and enrichment, in order (see kizuna/events/registry.py).
-KIZUNA_EVENT_HANDLERS: list[str] = []
+KIZUNA_EVENT_HANDLERS: list[str] = [
+    "kizuna.scoring.engine.on_events",  # first: segments read the scores it changes
+    "kizuna.segments.membership.on_events",
+]
 KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)
 KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
 KIZUNA_INGEST_GROUP_COMMIT = config.env_bool("KIZUNA_INGEST_GROUP_COMMIT", True)
@@ -186,6 +195,12 @@ IMPORT_MAX_BYTES = config.env_int("KIZUNA_IMPORT_MAX_BYTES", 200 * 1024 * 1024)
 
 # --- Email ----------------------------------------------------------------------------------
 globals().update(config.email_settings(config.env("KIZUNA_EMAIL_URL"), DATA_DIR))
+KIZUNA_EMAIL_URL = config.env("KIZUNA_EMAIL_URL") or "capture://"
+# Where bounces and mailto unsubscribes are addressed (bounce+<token>@…); default: the sender's domain.
+KIZUNA_OUTBOX_BATCH = config.env_int("KIZUNA_OUTBOX_BATCH", 50)
+KIZUNA_BOUNCE_DOMAIN = config.env("KIZUNA_BOUNCE_DOMAIN", "")
+# The DNS server the sender check asks (host[:port]); empty: the system's resolver.
+KIZUNA_DNS_NAMESERVER = config.env("KIZUNA_DNS_NAMESERVER", "")
 DEFAULT_FROM_EMAIL = config.env("KIZUNA_FROM_EMAIL", "kizuna@localhost")
 
 LOGGING = {

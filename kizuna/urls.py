@@ -7,5 +7,9 @@ urlpatterns = [
     path("", include("kizuna.accounts.urls")),
     path("", include("kizuna.contacts.urls")),
     path("", include("kizuna.events.urls")),
+    path("", include("kizuna.messaging.urls")),
+    path("", include("kizuna.scoring.urls")),
+    path("", include("kizuna.handoff.urls")),
+    path("", include("kizuna.lifecycle.urls")),
     path("api/v1/", api.urls),
 ]

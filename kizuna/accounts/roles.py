@@ -39,6 +39,11 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "audit.view": frozenset({Role.ADMIN}),
     "tracking.view": ALL,
     "tracking.manage": WRITERS,
+    "email.view": ALL,
+    "email.change": WRITERS,
+    "email.send": WRITERS,
+    "email.manage": frozenset({Role.ADMIN}),
+    "scoring.manage": WRITERS,
 }
 
 # API key scopes, each a set of capabilities; a key can never exceed its owner's role.

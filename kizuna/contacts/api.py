@@ -218,7 +218,7 @@ def update_contact(request, contact_id: int, payload: ContactIn):
     if "owner_id" in data and data["owner_id"] != contact.owner_id and not can(request.auth, "contacts.change"):
         raise ApiError(403, "forbidden", "only admins and marketers assign owners", {"owner_id": "may not change"})
     try:
-        services.update_contact(request.auth, contact, data)
+        services.update_contact(request.auth, contact, data, via="api")
     except services.ContactError as exc:
         raise _service_error(exc, "contact") from exc
     return _reload(contact)

@@ -26,6 +26,7 @@ from .reference import (
     normalise_industry,
     normalise_prefecture,
 )
+from .signals import contact_saved
 
 CONTACT_TEXT_FIELDS = {
     "family_name": 100, "given_name": 100, "family_name_kana": 100, "given_name_kana": 100,
@@ -191,7 +192,7 @@ def _save_unique_email(contact: Contact) -> None:
 
 
 @transaction.atomic
-def create_contact(actor, data: dict[str, Any], *, source: str = "manual") -> Contact:
+def create_contact(actor, data: dict[str, Any], *, source: str = "manual", via: str = "") -> Contact:
     cleaned = clean_contact_input(data)
     email = cleaned.values.get("email")
     if email and Contact.objects.filter(email=email).exists():
@@ -203,12 +204,14 @@ def create_contact(actor, data: dict[str, Any], *, source: str = "manual") -> Co
     _save_unique_email(contact)
     if cleaned.tags is not None:
         _set_tags(contact, cleaned.tags)
-    audit.record(actor, "create", contact, changes=audit.diff({}, _snapshot(contact)))
+    changes = audit.diff({}, _snapshot(contact))
+    audit.record(actor, "create", contact, changes=changes)
+    contact_saved.send(sender=Contact, actor=actor, contact=contact, changes=changes, created=True, via=via or source)
     return contact
 
 
 @transaction.atomic
-def update_contact(actor, contact: Contact, data: dict[str, Any]) -> Contact:
+def update_contact(actor, contact: Contact, data: dict[str, Any], *, via: str = "manual") -> Contact:
     cleaned = clean_contact_input(data, existing=contact)
     before = _snapshot(contact)
     before_tags = sorted(contact.tags.values_list("name", flat=True))
@@ -231,6 +234,7 @@ def update_contact(actor, contact: Contact, data: dict[str, Any]) -> Contact:
             changes["tags"] = [before_tags, sorted(cleaned.tags)]
     if changes:
         audit.record(actor, "update", contact, changes=changes)
+        contact_saved.send(sender=Contact, actor=actor, contact=contact, changes=changes, created=False, via=via)
     return contact
 
 

@@ -101,8 +101,36 @@ def generate_demo_traffic(*, visitors: int = 300, seed: int = 11) -> str:
                 "type": "identify", "anonymousId": aid, "timestamp": min(at, now).isoformat(),
                 "traits": {"email": contact.email}, "context": {"ip": ip, "userAgent": ua},
             })
+    hot = _hot_prospects(rng, now, messages)
     info = ingest.RequestInfo(source="Demo site")
     for start in range(0, len(messages), 1000):
         ingest.ingest(messages[start:start + 1000], info)
     processed = processing.drain()
-    return f"{visitors} visitors, {processed} events, {len(companies[:25])} IP ranges"
+    return f"{visitors} visitors ({hot} keen prospects), {processed} events, {len(companies[:25])} IP ranges"
+
+
+HOT_PATH = [("/case-studies/manufacturing/", "導入事例: 製造業"), ("/pricing/", "料金プラン"),
+            ("/features/scoring/", "リードスコアリング"), ("/pricing/", "料金プラン"),
+            ("/case-studies/", "導入事例"), ("/pricing/", "料金プラン")]
+FORMS = ["資料請求: はじめてのMA導入ガイド", "セミナー申込: 11月 MA活用セミナー", "お問い合わせ: デモ依頼"]
+
+
+def _hot_prospects(rng: random.Random, now, messages: list[dict], count: int = 6) -> int:
+    """A few well-fitting managers who read case studies and prices and filled in forms in the
+    last days: the demo's hot leads, handed to sales and moved to MQL by the default rules."""
+    keen = list(Contact.objects.exclude(email=None).filter(job_title__contains="部長").order_by("id")[:count])
+    for contact in keen:
+        aid = str(uuid.UUID(int=rng.getrandbits(128)))
+        at = now - timedelta(days=rng.uniform(1, 3), hours=rng.uniform(0, 6))
+        context = {"ip": f"203.0.{rng.randrange(25)}.{rng.randrange(1, 250)}", "userAgent": UAS[0]}
+        for path, title in HOT_PATH:
+            messages.append({"type": "page", "anonymousId": aid, "timestamp": at.isoformat(), "context": context,
+                             "properties": {"url": SITE + path, "path": path, "title": title}})
+            at += timedelta(seconds=rng.randint(30, 240))
+        messages.append({"type": "identify", "anonymousId": aid, "timestamp": at.isoformat(), "context": context,
+                         "traits": {"email": contact.email}})
+        for form in FORMS:
+            at += timedelta(minutes=rng.randint(5, 600))
+            messages.append({"type": "track", "event": "Form Submitted", "anonymousId": aid, "context": context,
+                             "timestamp": min(at, now).isoformat(), "properties": {"form": form}})
+    return len(keen)

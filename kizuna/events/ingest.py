@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from kizuna.events.writelock import sqlite_writer
+from kizuna.db.writelock import sqlite_writer
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -63,6 +63,9 @@ class RequestInfo:
     ip: str = ""
     user_agent: str = ""
     source: str = ""  # write key name
+    # Kizuna's own emitters (email, lifecycle) name the person by context.traits.email alone;
+    # the HTTP API keeps Segment's rule that a message carries userId or anonymousId.
+    internal: bool = False
     received_at: datetime = field(default_factory=timezone.now)
 
 
@@ -180,7 +183,7 @@ def normalize(
             errors.append((f"{path}previousId", "is required for alias"))
         if not user_id:
             errors.append((f"{path}userId", "is required for alias"))
-    elif not anonymous_id and not user_id:
+    elif not anonymous_id and not user_id and not (info.internal and _traits_email(context)):
         errors.append((f"{path}anonymousId", "either userId or anonymousId is required"))
     name = ""
     if kind == "track":
@@ -262,9 +265,16 @@ def encode(normalized: dict[str, Any], path: str = "") -> bytes:
     return data
 
 
+def _traits_email(context: Any) -> str:
+    traits = context.get("traits") if isinstance(context, dict) else None
+    email = traits.get("email") if isinstance(traits, dict) else None
+    return email.strip().lower() if isinstance(email, str) else ""
+
+
 def lane_for(normalized: dict[str, Any]) -> int:
     """Lanes split processing by browser (or user), so one visitor's events stay in order."""
-    key = normalized["anonymousId"] or normalized["userId"] or normalized.get("previousId", "")
+    key = (normalized["anonymousId"] or normalized["userId"] or normalized.get("previousId", "")
+           or _traits_email(normalized.get("context")))
     return zlib.crc32(key.encode()) % getattr(settings, "KIZUNA_EVENT_LANES", 4)
 
 
@@ -304,7 +314,7 @@ _INSERT = (
 
 _INSERT_PG = (
     "INSERT INTO events_incomingevent (message_id, lane, received_at, payload, error) "
-    "SELECT m, l, r, p, '' FROM unnest(%s::varchar[], %s::smallint[], %s::timestamptz[], %s::text[]) "
+    "SELECT m, l, r, p, '' FROM unnest(%b::varchar[], %b::smallint[], %b::timestamptz[], %b::text[]) "
     "AS t(m, l, r, p) ON CONFLICT (message_id) DO NOTHING"
 )
 
@@ -316,8 +326,10 @@ def store(rows: list[Row]) -> None:
         return
     with sqlite_writer(), transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # One statement for the whole group: a round trip per row would cap throughput.
-            cursor.execute(_INSERT_PG, [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+            # One statement for the whole group, parameters in binary (see bulk.execute_arrays).
+            from kizuna.events.bulk import execute_arrays
+
+            execute_arrays(_INSERT_PG, [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
                                         [r[3] for r in rows]])
         else:
             adapt = connection.ops.adapt_datetimefield_value

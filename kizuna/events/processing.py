@@ -24,10 +24,10 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import F, Min
 from django.utils import timezone
 
+from kizuna.db.writelock import sqlite_writer
 from kizuna.events import enrichment, identity, referrers, registry, sessions
 from kizuna.events.bulk import insert_rows
 from kizuna.events.models import Event, IncomingEvent, ProcessingLane
-from kizuna.events.writelock import sqlite_writer
 
 log = logging.getLogger(__name__)
 # Bigger batches amortise per-batch queries; on SQLite a batch also holds the write lock that
@@ -192,10 +192,13 @@ def warm_up() -> None:
 
 def run(stop: threading.Event, idle_seconds: float = 0.2) -> None:
     """The worker loop: keeps processing until `stop` is set."""
-    ensure_lanes()
-    warm_up()
+    ready = False
     while not stop.is_set():
         try:
+            if not ready:  # a database not reachable yet must not end the loop either
+                ensure_lanes()
+                warm_up()
+                ready = True
             done = process_available()
         except Exception:  # noqa: BLE001 - a lost database connection must not end the worker
             log.exception("event processing pass failed")

@@ -33,6 +33,14 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Import"), "contacts:import_list", "contacts.import", "imports"),
         MenuItem(_("Visitors"), "events:visitor_list", "tracking.view", "visitors"),
         MenuItem(_("Visiting companies"), "events:companies", "tracking.view", "visitors/companies"),
+        MenuItem(_("Hot leads"), "scoring:hot_leads", "contacts.view", "leads"),
+        MenuItem(_("Funnel"), "lifecycle:funnel", "contacts.view", "reports/funnel"),
+    ]),
+    (_("Email"), [
+        MenuItem(_("Bulk sends"), "messaging:bulk_list", "email.view", "email/bulk"),
+        MenuItem(_("Email templates"), "messaging:template_list", "email.view", "email/templates"),
+        MenuItem(_("Outbox"), "messaging:outbox", "email.view", "email/outbox"),
+        MenuItem(_("Suppressions"), "messaging:suppressions", "email.view", "email/suppressions"),
     ]),
     (_("Settings"), [
         MenuItem(_("Users"), "accounts:user_list", "users.manage", "settings/users"),
@@ -40,6 +48,11 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Custom fields"), "contacts:field_list", "fields.manage", "settings/fields"),
         MenuItem(_("Subscription topics"), "contacts:topic_list", "topics.manage", "settings/topics"),
         MenuItem(_("Tracking"), "events:settings", "tracking.manage", "settings/tracking"),
+        MenuItem(_("Lead scoring"), "scoring:models", "scoring.manage", "settings/scoring"),
+        MenuItem(_("Hand-off to sales"), "handoff:settings", "scoring.manage", "settings/handoff"),
+        MenuItem(_("Lifecycle stages"), "lifecycle:settings", "scoring.manage", "settings/stages"),
+        MenuItem(_("Email senders"), "messaging:sender_list", "email.manage", "email/senders"),
+        MenuItem(_("Sending rules"), "messaging:settings", "email.manage", "email/settings"),
         MenuItem(_("Audit log"), "accounts:audit_log", "audit.view", "settings/audit"),
     ]),
 ]

@@ -11,6 +11,10 @@ from kizuna.contacts.models import Contact
 from kizuna.contacts.setup import ensure_defaults
 from kizuna.events.demo import generate_demo_traffic
 from kizuna.events.setup import ensure_tracking_defaults
+from kizuna.handoff.demo import ensure_demo_routes
+from kizuna.lifecycle.transitions import ensure_defaults as ensure_lifecycle_defaults
+from kizuna.messaging.demo import generate_demo_email
+from kizuna.scoring.setup import ensure_defaults as ensure_scoring_defaults
 from kizuna.web.processes import default_bind, run_together, serve_command, worker_command
 
 
@@ -30,13 +34,17 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         ensure_defaults()
         ensure_tracking_defaults()
+        ensure_lifecycle_defaults(ensure_scoring_defaults())
         password = self._admin_password()
         if not Contact.objects.exists():
             self.stdout.write(f"Creating demo data: {contacts} contacts…")
             summary = generate_demo_data(contacts=contacts, seed=seed)
             self.stdout.write(f"  {summary}")
+            self.stdout.write(f"  {ensure_demo_routes()}")
             self.stdout.write("Recording demo web traffic…")
             self.stdout.write(f"  {generate_demo_traffic()}")
+            self.stdout.write("Sending the demo newsletter (captured, not delivered)…")
+            self.stdout.write(f"  {generate_demo_email()}")
         self.stdout.write(self.style.SUCCESS(f"Ready in {time.monotonic() - started:.1f} s."))
         banner = (
             f"\n  Kizuna demo:  http://{host}:{port}/\n"

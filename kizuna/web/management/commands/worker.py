@@ -1,39 +1,54 @@
+import signal
 import threading
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+LOOPS = ("events", "mail", "handoff", "segments", "predictive")
+
 
 class Command(BaseCommand):
-    help = "Run background work: event processing, and the task queue (imports, later sends and journeys)."
+    help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, scheduled"
+            " retraining of predictive scores, and the task queue (imports, training).")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between task-queue polls")
         parser.add_argument(
-            "--only", choices=["events", "tasks"], help="run only event processing or only the task queue"
+            "--only", choices=[*LOOPS, "tasks"],
+            help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
+                 " predictive retraining, or the task queue",
         )
 
     def handle(self, *args, interval, only=None, **options):
+        from kizuna.db import writelock
         from kizuna.events import processing
+        from kizuna.handoff import delivery
+        from kizuna.messaging import outbox
+        from kizuna.scoring import predictive_service
+        from kizuna.segments import membership
 
+        writelock.set_background()  # a backlog never keeps a page's save waiting
+
+        targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
+                   "segments": membership.run, "predictive": predictive_service.run}
         stop = threading.Event()
-        if only == "events":
-            import signal
-
+        if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:
-                processing.run(stop)
+                targets[only](stop)
             except KeyboardInterrupt:
                 stop.set()
             return
-        events = None
+        threads = []
         if only is None:
-            events = threading.Thread(target=processing.run, args=(stop,), name="kizuna-events", daemon=True)
-            events.start()
+            for name in LOOPS:
+                thread = threading.Thread(target=targets[name], args=(stop,), name=f"kizuna-{name}", daemon=True)
+                thread.start()
+                threads.append(thread)
         try:
             # db_worker stops cleanly on SIGINT/SIGTERM after the task in hand.
             call_command("db_worker", interval=interval, verbosity=options.get("verbosity", 1))
         finally:
             stop.set()
-            if events is not None:
-                events.join(timeout=30)
+            for thread in threads:
+                thread.join(timeout=30)

@@ -59,3 +59,37 @@ document.addEventListener("DOMContentLoaded", () => {
     setTimeout(tick, 3000);
   });
 });
+
+// Email template preview: follows the editor as you type (posted into the frame, which has its
+// own strict CSP), as which contact, at which width, HTML or plain text.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-preview-controls]").forEach((controls) => {
+    const frame = document.querySelector("[data-preview-frame]");
+    const editor = document.querySelector("[data-template-form]");
+    if (!frame || !editor) return;
+    const fields = ["subject", "html", "text", "is_mjml", "kind", "sender"];
+    const refresh = () => {
+      controls.querySelectorAll("input[data-copied-field]").forEach((el) => el.remove());
+      fields.forEach((name) => {
+        const source = editor.elements[name];
+        if (!source) return;
+        if (source.type === "checkbox" && !source.checked) return;
+        const copy = document.createElement("input");
+        copy.type = "hidden";
+        copy.name = name;
+        copy.value = source.type === "checkbox" ? "on" : source.value;
+        copy.dataset.copiedField = "1";
+        controls.appendChild(copy);
+      });
+      controls.submit();
+    };
+    let timer = null;
+    const later = () => { clearTimeout(timer); timer = setTimeout(refresh, 600); };
+    editor.addEventListener("input", later);
+    controls.querySelector("[data-preview-contact]").addEventListener("change", refresh);
+    controls.querySelector("[data-preview-part]").addEventListener("change", refresh);
+    const width = controls.querySelector("[data-preview-width]");
+    width.addEventListener("change", () => { frame.style.width = width.value; });
+    if (!frame.getAttribute("src")) refresh();
+  });
+});

@@ -1,0 +1,1 @@
+"""Database plumbing shared by every app: the SQLite backend and its writer lock."""

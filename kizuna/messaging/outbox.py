@@ -1,0 +1,533 @@
+"""The outbox: every email is a row before it is sent, and is sent at most once.
+
+Queue: `enqueue` creates the row under a unique idempotency key (journey step + contact, bulk
+send + contact, …): a second request for the same mail finds the first row.
+
+Send: a worker thread claims due rows (SKIP LOCKED on PostgreSQL, the writer lock on SQLite),
+checks the rules of the moment (suppression, consent, frequency cap, quiet hours, throttle),
+composes and hands each to the transport, then records the results of the batch in one
+transaction. Temporary failures come back later with backoff; permanent ones are kept with the
+server's reason.
+
+Crash between hand-over and record (docs/decisions/0007-email-outbox.md): the SMTP transport
+writes "F <id>" to this worker's journal just before the final dot of DATA (after which the server
+has the message) and "S/R <id>" with the reply. A restarted worker on the same host reads the
+journal of a dead one: F or S → sent; no line → the server never got the whole message, so the
+row is queued again. Rows claimed by a worker whose journal is not on this host, or sent through
+a transport without a journal (ESP APIs), become `unknown` when their lease ends and are settled
+by delivery evidence (ESP webhooks, bounces, opens, clicks) or by a person — never resent blindly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import socket
+import threading
+import zoneinfo
+from collections.abc import Iterable, Sequence
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from kizuna.contacts.models import Consent, ConsentStatus, Contact
+from kizuna.db.writelock import sqlite_writer
+from kizuna.messaging import compose as composer
+from kizuna.messaging import transports
+from kizuna.messaging.models import (
+    BulkSend,
+    BulkStatus,
+    Message,
+    MessageKind,
+    MessageStatus,
+    SendingSettings,
+    Suppression,
+    TemplateVersion,
+    TokenBucket,
+)
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
+           timedelta(hours=6)]
+MAX_ATTEMPTS = len(BACKOFF) + 1
+ACTIVE_BULK = (BulkStatus.SENDING, BulkStatus.TESTING)
+
+
+def batch_size() -> int:
+    return getattr(settings, "KIZUNA_OUTBOX_BATCH", 50)
+
+
+# --- queueing --------------------------------------------------------------------------------
+
+
+def enqueue(
+    contact: Contact, version: TemplateVersion, *, key: str, kind: str | None = None, topic=None,
+    sender=None, bulk: BulkSend | None = None, variant: str = "", extra: dict | None = None,
+    due_at: datetime | None = None, priority: int | None = None,
+) -> tuple[Message, bool]:
+    """Queues one mail; returns (row, created). The same key twice returns the first row."""
+    template = version.template
+    kind = kind or template.kind
+    sender = sender or template.sender
+    if sender is None:
+        raise ValueError("the template has no sender: choose one before sending")
+    if not contact.email:
+        raise ValueError("the contact has no email address")
+    existing = Message.objects.filter(idempotency_key=key).first()
+    if existing is not None:
+        return existing, False
+    row = Message(
+        idempotency_key=key, contact=contact, to_email=contact.email, version=version, sender=sender,
+        kind=kind, topic=topic if topic is not None else template.topic, bulk=bulk, variant=variant,
+        extra=extra or {}, due_at=due_at or timezone.now(),
+        priority=priority if priority is not None else (10 if kind == MessageKind.TRANSACTIONAL else 0),
+    )
+    try:
+        with sqlite_writer(), transaction.atomic():
+            row.save()
+    except IntegrityError:
+        return Message.objects.get(idempotency_key=key), False
+    return row, True
+
+
+# --- the journal -----------------------------------------------------------------------------
+
+
+def journal_dir() -> Path:
+    path = Path(settings.DATA_DIR) / "outbox"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Journal:
+    """An append-only file this worker holds an exclusive lock on while it lives; a write()
+    survives the process being killed (the kernel has it), which is all the guarantee needs."""
+
+    def __init__(self, worker_id: str):
+        self.path = journal_dir() / f"{worker_id}.journal"
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __call__(self, line: str) -> None:
+        os.write(self.fd, line.encode())
+
+    def reset(self) -> None:
+        """Called once a batch's results are committed: its lines are no longer needed."""
+        os.ftruncate(self.fd, 0)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _read_journal(path: Path) -> dict[int, str]:
+    seen: dict[int, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        mark, _, key = line.partition(" ")
+        if key.isdigit():
+            # S (accepted) or R (refused) supersedes F for the same message.
+            if mark in ("S", "R") or key not in seen:
+                seen[int(key)] = mark
+    return seen
+
+
+def recover() -> dict[str, int]:
+    """Settles rows left `sending` by workers that died. Safe to run at any time."""
+    counts = {"sent": 0, "requeued": 0, "unknown": 0}
+    now = timezone.now()
+    for path in sorted(journal_dir().glob("*.journal")):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its worker is alive
+            worker = path.name.removesuffix(".journal")
+            marks = _read_journal(path)
+            with sqlite_writer(), transaction.atomic():
+                rows = list(Message.objects.filter(status=MessageStatus.SENDING, claimed_by=worker)
+                            .values_list("id", flat=True))
+                sent = [i for i in rows if marks.get(i) in ("F", "S")]
+                again = [i for i in rows if marks.get(i) not in ("F", "S")]
+                if sent:
+                    counts["sent"] += Message.objects.filter(id__in=sent).update(
+                        status=MessageStatus.SENT, sent_at=now, claimed_by="", claimed_until=None,
+                        error="recovered from the journal of a stopped worker")
+                if again:
+                    counts["requeued"] += Message.objects.filter(id__in=again).update(
+                        status=MessageStatus.QUEUED, claimed_by="", claimed_until=None)
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    local = {p.name.removesuffix(".journal") for p in journal_dir().glob("*.journal")}
+    expired = Message.objects.filter(status=MessageStatus.SENDING, claimed_until__lt=now).exclude(
+        claimed_by__in=local)
+    for message in expired.only("id", "claimed_by"):
+        counts["unknown"] += _settle_unjournaled(message, now)
+    if any(counts.values()):
+        log.warning("outbox recovery: %s", counts)
+    return counts
+
+
+def _settle_unjournaled(message: Message, now: datetime) -> int:
+    from kizuna.messaging.models import CapturedMail
+
+    with sqlite_writer(), transaction.atomic():
+        if CapturedMail.objects.filter(message_id=message.pk).exists():
+            Message.objects.filter(pk=message.pk).update(status=MessageStatus.SENT, sent_at=now, claimed_by="")
+            return 0
+        if transports.from_settings().name == "capture":
+            Message.objects.filter(pk=message.pk).update(status=MessageStatus.QUEUED, claimed_by="")
+            return 0
+        Message.objects.filter(pk=message.pk, status=MessageStatus.SENDING).update(
+            status=MessageStatus.UNKNOWN, claimed_by="",
+            error="the worker stopped after handing this message to the transport; delivery unknown")
+    return 1
+
+
+# --- claiming --------------------------------------------------------------------------------
+
+_CLAIM_PG = """
+UPDATE messaging_message SET status = 'sending', claimed_by = %s, claimed_until = %s, attempts = attempts + 1
+WHERE id IN (
+  SELECT id FROM messaging_message
+  WHERE status = 'queued' AND due_at <= %s
+    AND (bulk_id IS NULL OR bulk_id IN (SELECT id FROM messaging_bulksend WHERE status IN ('sending', 'testing')))
+  ORDER BY priority DESC, due_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+
+
+def claim(worker: str, limit: int) -> list[int]:
+    now = timezone.now()
+    until = now + LEASE
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_CLAIM_PG, [worker, until, now, limit])
+            return sorted(r[0] for r in cursor.fetchall())
+    with sqlite_writer(), transaction.atomic():
+        active = BulkSend.objects.filter(status__in=ACTIVE_BULK).values("id")
+        ids = list(
+            Message.objects.filter(status=MessageStatus.QUEUED, due_at__lte=now)
+            .filter(Q(bulk__isnull=True) | Q(bulk__in=active))
+            .order_by("-priority", "due_at", "id").values_list("id", flat=True)[:limit]
+        )
+        if ids:
+            with connection.cursor() as cursor:
+                marks = ",".join("%s" for _ in ids)
+                cursor.execute(
+                    f"UPDATE messaging_message SET status = 'sending', claimed_by = %s, claimed_until = %s, "
+                    f"attempts = attempts + 1 WHERE id IN ({marks}) AND status = 'queued'",
+                    [worker, connection.ops.adapt_datetimefield_value(until), *ids],
+                )
+        return ids
+
+
+# --- rules at send time ----------------------------------------------------------------------
+
+
+def _in_quiet_hours(moment: datetime, start: time, end: time) -> bool:
+    now = moment.time()
+    return start <= now < end if start < end else (now >= start or now < end)
+
+
+def _quiet_until(now: datetime, zone: str, rules: SendingSettings) -> datetime | None:
+    if rules.quiet_start is None or rules.quiet_end is None or rules.quiet_start == rules.quiet_end:
+        return None
+    try:
+        tz = zoneinfo.ZoneInfo(zone or rules.default_time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        tz = zoneinfo.ZoneInfo(rules.default_time_zone)
+    local = now.astimezone(tz)
+    if not _in_quiet_hours(local, rules.quiet_start, rules.quiet_end):
+        return None
+    end = local.replace(hour=rules.quiet_end.hour, minute=rules.quiet_end.minute, second=0, microsecond=0)
+    if end <= local:
+        end += timedelta(days=1)
+    return end
+
+
+def apply_rules(messages: Sequence[Message], now: datetime) -> tuple[list[Message], dict[int, str],
+                                                                     dict[int, datetime]]:
+    """Splits claimed messages into (send now, skipped with reason, deferred until)."""
+    rules = SendingSettings.get()
+    emails = {m.to_email.lower() for m in messages}
+    suppressed = dict(Suppression.objects.filter(email__in=emails).values_list("email", "reason"))
+    marketing = [m for m in messages if m.kind == MessageKind.MARKETING]
+    consent: dict[tuple[int, int], str] = {}
+    if marketing:
+        pairs = Consent.objects.filter(contact_id__in={m.contact_id for m in marketing},
+                                       topic_id__in={m.topic_id for m in marketing if m.topic_id})
+        consent = {(c.contact_id, c.topic_id): c.status for c in pairs}
+    recent: dict[int, int] = {}
+    if marketing and rules.frequency_cap:
+        since = now - timedelta(days=rules.frequency_days)
+        recent = dict(
+            Message.objects.filter(contact_id__in={m.contact_id for m in marketing}, kind=MessageKind.MARKETING,
+                                   status=MessageStatus.SENT, sent_at__gte=since)
+            .values("contact_id").annotate(n=Count("id")).values_list("contact_id", "n")
+        )
+    send: list[Message] = []
+    skipped: dict[int, str] = {}
+    deferred: dict[int, datetime] = {}
+    for m in messages:
+        contact = m.contact
+        reason = ""
+        if m.to_email.lower() in suppressed:
+            reason = f"suppressed ({suppressed[m.to_email.lower()]})"
+        elif contact is None:
+            reason = "the contact was deleted"
+        elif contact.email and contact.email.lower() != m.to_email.lower():
+            reason = "the contact's address changed after queueing"
+        elif contact.do_not_contact and not (m.kind == MessageKind.TRANSACTIONAL
+                                             and contact.dnc_reason == "unsubscribed"):
+            reason = f"do not contact ({contact.dnc_reason or 'manual'})"
+        elif m.kind == MessageKind.MARKETING:
+            topic = m.topic
+            status = consent.get((m.contact_id, m.topic_id), ConsentStatus.UNKNOWN) if topic else None
+            if topic is None:
+                reason = "marketing mail needs a subscription topic"
+            elif status == ConsentStatus.OPTED_OUT:
+                reason = f"opted out of {topic.key}"
+            elif status != ConsentStatus.OPTED_IN and topic.requires_opt_in:
+                reason = f"no opt-in for {topic.key}"
+            elif rules.frequency_cap and recent.get(m.contact_id, 0) >= rules.frequency_cap:
+                reason = f"frequency cap: {rules.frequency_cap} marketing mails in {rules.frequency_days} days"
+        if reason:
+            skipped[m.pk] = reason
+            continue
+        if m.kind == MessageKind.MARKETING:
+            until = _quiet_until(now, contact.time_zone if contact else "", rules)
+            if until is not None:
+                deferred[m.pk] = until
+                continue
+            recent[m.contact_id] = recent.get(m.contact_id, 0) + 1
+        send.append(m)
+    return send, skipped, deferred
+
+
+def take_tokens(name: str, rate: float, want: int, burst: float | None = None) -> int:
+    """A token bucket kept in the database so the rate holds across workers and restarts."""
+    if rate <= 0:
+        return want
+    burst = burst or max(rate, 1.0)
+    now = timezone.now()
+    with sqlite_writer(), transaction.atomic():
+        bucket, _ = TokenBucket.objects.select_for_update().get_or_create(
+            name=name, defaults={"tokens": burst, "updated_at": now})
+        elapsed = max(0.0, (now - bucket.updated_at).total_seconds())
+        tokens = min(burst, bucket.tokens + elapsed * rate)
+        granted = min(want, int(tokens))
+        TokenBucket.objects.filter(pk=bucket.pk).update(tokens=tokens - granted, updated_at=now)
+    return granted
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+def _load(ids: Iterable[int]) -> list[Message]:
+    return list(
+        Message.objects.filter(id__in=list(ids)).select_related(
+            "contact", "contact__company", "contact__owner", "version", "sender", "topic", "bulk")
+        .order_by("id")
+    )
+
+
+def _event(message: Message, name: str, now: datetime, properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "track", "event": name, "messageId": f"email-{name.lower().replace(' ', '-')}-{message.pk}",
+        "timestamp": now.isoformat(), "context": {"traits": {"email": message.to_email}},
+        "properties": {"message": message.pk, "template": message.version.template_id,
+                       "templateVersion": message.version_id, "bulkSend": message.bulk_id,
+                       "subject": properties.pop("subject", ""), **properties},
+    }
+
+
+def _emit(events: list[dict[str, Any]]) -> None:
+    if not events:
+        return
+    from kizuna.events import ingest
+
+    result = ingest.prepare(events, ingest.RequestInfo(source="email", internal=True), path_prefix="")
+    if result.rejected:  # a bug, never the recipient's doing: say so loudly
+        log.error("email events refused by the event log: %s", result.rejected)
+    ingest.store(result.rows)
+
+
+class Sender:
+    """One sending thread: its own transport connection, claiming batches until stopped."""
+
+    def __init__(self, transport, worker: str, journal: Journal | None):
+        self.transport = transport
+        self.worker = worker
+        self.journal_file = journal
+        self.journal = journal or (lambda _line: None)
+        self.connection = transport.connection()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def run_once(self, limit: int | None = None) -> int:
+        ids = claim(self.worker, limit or batch_size())
+        if not ids:
+            return 0
+        self.send_claimed(_load(ids))
+        return len(ids)
+
+    def send_claimed(self, messages: list[Message]) -> None:
+        now = timezone.now()
+        ready, skipped, deferred = apply_rules(messages, now)
+        rules = SendingSettings.get()
+        granted = take_tokens(f"transport:{self.transport.name}", rules.rate_per_second, len(ready))
+        by_bulk: dict[int, int] = {}
+        throttled: list[Message] = []
+        sendable: list[Message] = []
+        for m in ready[:granted]:
+            bulk = m.bulk
+            if bulk is not None and bulk.rate_per_minute:
+                if m.bulk_id not in by_bulk:
+                    wanted = sum(1 for x in ready[:granted] if x.bulk_id == m.bulk_id)
+                    by_bulk[m.bulk_id] = take_tokens(f"bulk:{m.bulk_id}", bulk.rate_per_minute / 60, wanted,
+                                                     burst=max(1.0, bulk.rate_per_minute / 60))
+                if by_bulk[m.bulk_id] <= 0:
+                    throttled.append(m)
+                    continue
+                by_bulk[m.bulk_id] -= 1
+            sendable.append(m)
+        throttled += ready[granted:]
+        results: dict[int, tuple[str, str]] = {}
+        in_transaction = getattr(self.transport, "in_transaction", False)
+        if in_transaction:
+            with sqlite_writer(), transaction.atomic():
+                for m in sendable:
+                    results[m.pk] = self._send_one(m)
+                self._record(messages, results, skipped, deferred, throttled, now)
+            return
+        for m in sendable:
+            results[m.pk] = self._send_one(m)
+        with sqlite_writer(), transaction.atomic():
+            self._record(messages, results, skipped, deferred, throttled, now)
+        if self.journal_file is not None:
+            self.journal_file.reset()
+
+    def _send_one(self, message: Message) -> tuple[str, str]:
+        try:
+            mail = composer.compose(message, sign=isinstance(self.transport, transports.SmtpTransport))
+        except Exception as exc:  # noqa: BLE001 - a template that fails for this contact
+            return "failed", f"could not render: {exc}"[:1000]
+        try:
+            return "sent", self.connection.send(mail, self.journal, str(message.pk))
+        except transports.PermanentFailure as exc:
+            return "failed", str(exc)
+        except transports.TemporaryFailure as exc:
+            return "retry", str(exc)
+
+    def _record(self, messages, results, skipped, deferred, throttled, now) -> None:
+        sent: list[Message] = []
+        for m in messages:
+            outcome = results.get(m.pk)
+            base = Message.objects.filter(pk=m.pk, status=MessageStatus.SENDING, claimed_by=self.worker)
+            if m.pk in skipped:
+                base.update(status=MessageStatus.SKIPPED, error=skipped[m.pk], claimed_by="", claimed_until=None)
+            elif m.pk in deferred:
+                base.update(status=MessageStatus.QUEUED, due_at=deferred[m.pk], attempts=m.attempts - 1,
+                            claimed_by="", claimed_until=None)
+            elif outcome is None:  # throttled: back in line, attempt not counted
+                base.update(status=MessageStatus.QUEUED, attempts=m.attempts - 1, claimed_by="",
+                            claimed_until=None, due_at=now + timedelta(seconds=1))
+            elif outcome[0] == "sent":
+                sent.append(m)
+                m.provider_id = outcome[1]
+            elif outcome[0] == "retry" and m.attempts < MAX_ATTEMPTS:
+                base.update(status=MessageStatus.QUEUED, error=outcome[1], claimed_by="", claimed_until=None,
+                            due_at=now + BACKOFF[min(m.attempts, len(BACKOFF)) - 1])
+            else:
+                base.update(status=MessageStatus.FAILED, error=outcome[1], claimed_by="", claimed_until=None)
+        if sent:
+            same_provider: dict[str, list[int]] = {}
+            for m in sent:
+                same_provider.setdefault(m.provider_id, []).append(m.pk)
+            for provider_id, ids in same_provider.items():
+                Message.objects.filter(pk__in=ids).update(
+                    status=MessageStatus.SENT, sent_at=now, provider_id=provider_id, error="", claimed_by="",
+                    claimed_until=None)
+            _emit([_event(m, "Email Sent", now, {"subject": m.version.subject}) for m in sent if m.contact_id])
+
+
+def drain(limit: int | None = None, transport=None) -> int:
+    """Sends everything due now in this thread (tests, `kizuna send_queued`)."""
+    transport = transport or transports.from_settings()
+    worker = new_worker_id()
+    journal = Journal(worker) if transport.journaled else None
+    sender = Sender(transport, worker, journal)
+    total = 0
+    try:
+        while True:
+            done = sender.run_once()
+            total += done
+            if not done or (limit and total >= limit):
+                return total
+    finally:
+        sender.close()
+        if journal is not None:
+            journal.close()
+
+
+def run(stop: threading.Event, threads: int | None = None, idle_seconds: float = 0.5) -> None:
+    """The worker's email loop: recovery, then `threads` senders (one connection each)."""
+    transport = transports.from_settings()
+    threads = threads or getattr(getattr(transport, "config", None), "connections", 2)
+    recover()
+    workers: list[threading.Thread] = []
+
+    def loop() -> None:
+        worker = new_worker_id()
+        journal = Journal(worker) if transport.journaled else None
+        sender = Sender(transport, worker, journal)
+        try:
+            while not stop.is_set():
+                try:
+                    done = sender.run_once()
+                except Exception:  # noqa: BLE001 - the loop must survive a lost connection
+                    log.exception("sending failed")
+                    close_old_connections()
+                    done = 0
+                if not done:
+                    sender.close()
+                    close_old_connections()
+                    stop.wait(idle_seconds)
+        finally:
+            sender.close()
+            if journal is not None:
+                journal.close()
+            close_old_connections()
+
+    for number in range(threads):
+        thread = threading.Thread(target=loop, name=f"kizuna-mail-{number}", daemon=True)
+        thread.start()
+        workers.append(thread)
+    from kizuna.messaging import bulk
+
+    while not stop.is_set():
+        try:
+            bulk.tick()
+            recover()
+        except Exception:  # noqa: BLE001
+            log.exception("bulk scheduling failed")
+            close_old_connections()
+        stop.wait(2.0)
+    for thread in workers:
+        thread.join(timeout=30)
