@@ -81,6 +81,8 @@ class Resolver:
         self.now = timezone.now()
         self.ids: dict[Key, int] = {}
         self.replay_ids: list[int] = []
+        self.unlinked_emails: dict[str, int] = {}  # contacts whose address has no identity row yet
+        self._dirty: set[Key] = set()  # links made in this batch, written together at the end
         self._prefetch()
 
     def _prefetch(self) -> None:
@@ -104,11 +106,15 @@ class Resolver:
                     "value", "contact_id"
                 ):
                     self.ids[(kind, value)] = contact_id
+        missing = [email for email in wanted[EMAIL] if (EMAIL, email) not in self.ids]
+        if missing:
+            self.unlinked_emails = dict(Contact.objects.filter(email__in=missing).values_list("email", "id"))
 
     # --- per event --------------------------------------------------------------------------
     def resolve_all(self) -> list[int]:
         for index, ev in enumerate(self.events):
             self.resolve(index, ev)
+        self._write_links()
         return self.replay_ids
 
     def resolve(self, index: int, ev: Event) -> None:
@@ -163,15 +169,25 @@ class Resolver:
 
     # --- effects ----------------------------------------------------------------------------
     def _link(self, key: Key, contact_id: int) -> None:
-        Identity.objects.update_or_create(
-            kind=key[0], value=key[1], defaults={"contact_id": contact_id}, create_defaults={
-                "contact_id": contact_id, "created_at": self.now},
-        )
         self.ids[key] = contact_id
+        self._dirty.add(key)
+
+    def _write_links(self) -> None:
+        """One upsert for the batch's new links (one row per link was most of the time spent
+        on mail events). Read from `ids` now, so links follow any merge made since."""
+        if not self._dirty:
+            return
+        rows = [Identity(kind=kind, value=value, contact_id=self.ids[(kind, value)], created_at=self.now)
+                for kind, value in sorted(self._dirty)]
+        Identity.objects.bulk_create(rows, update_conflicts=True, unique_fields=["kind", "value"],
+                                     update_fields=["contact_id"])
+        self._dirty.clear()
 
     def _new_contact(self, ev: Event, email: str) -> int:
         if email:
-            existing = Contact.objects.filter(email=email).values_list("id", flat=True).first()
+            existing = self.unlinked_emails.get(email)
+            if existing is None:
+                existing = Contact.objects.filter(email=email).values_list("id", flat=True).first()
             if existing:
                 return existing
         traits = ev.traits if ev.type == "identify" else (ev.context.get("traits") or {})
@@ -206,6 +222,9 @@ class Resolver:
         for key, value in list(self.ids.items()):
             if value == drop_id:
                 self.ids[key] = keep_id
+        for email, value in list(self.unlinked_emails.items()):
+            if value == drop_id:
+                self.unlinked_emails[email] = keep_id
         for ev in self.events:
             if ev.contact_id == drop_id:
                 ev.contact_id = keep_id
