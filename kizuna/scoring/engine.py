@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
+from kizuna.events.bulk import insert_rows, update_rows
 from kizuna.scoring.models import ContactScore, EngagementRule, FitRule, LeadAlert, ScoreEntry, ScoringModel
 from kizuna.scoring.rules import EventView, describe_condition, event_matches, fit_matches
 from kizuna.scoring.signals import lead_turned_hot, scores_changed
@@ -76,7 +77,13 @@ def _cap_counts(rules: list[EngagementRule], contact_ids: set[int], since: datet
     return seen
 
 
-def score_events(model: ScoringModel, events: Sequence) -> list[ScoreEntry]:
+def score_events(model: ScoringModel, events: Sequence, *, rescore: bool = False) -> list[ScoreEntry]:
+    """Ledger entries for the events each rule matches (within its caps), then the scores.
+
+    rescore=True is the re-scoring after a rule change (rescoring.py): the period's entries were
+    just deleted, so they are inserted without conflict checks, the fit pass owns fit and grade,
+    and a lead that turns hot is flagged but not alerted — a rule edit must not page every owner
+    about last month's activity."""
     rules = list(model.engagement_rules.all())
     if not rules:
         return []
@@ -98,27 +105,33 @@ def score_events(model: ScoringModel, events: Sequence) -> list[ScoreEntry]:
                 if len(recent) >= rule.max_times:
                     continue
                 times.append(event.occurred_at)
-            entries.append(ScoreEntry(model=model, contact_id=event.contact_id, kind=ScoreEntry.Kind.ENGAGEMENT,
-                                      at=event.occurred_at, points=rule.points, engagement_rule=rule,
-                                      rule_name=rule.name, event=event if event.pk else None,
+            entries.append(ScoreEntry(model_id=model.pk, contact_id=event.contact_id,
+                                      kind=ScoreEntry.Kind.ENGAGEMENT, at=event.occurred_at, points=rule.points,
+                                      engagement_rule_id=rule.pk, rule_name=rule.name, event_id=event.pk,
                                       reason=_reason(rule, view)[:500]))
     if not entries:
         return []
-    ScoreEntry.objects.bulk_create(entries, ignore_conflicts=True)
-    apply_entries(model, entries)
+    if rescore:
+        insert_rows(ScoreEntry, entries)
+    else:
+        ScoreEntry.objects.bulk_create(entries, ignore_conflicts=True)  # a replayed event scores once
+    apply_entries(model, entries, announce=not rescore, refresh_fit=not rescore)
     return entries
 
 
-def apply_entries(model: ScoringModel, entries: Sequence[ScoreEntry]) -> list[ContactScore]:
-    """Adds ledger entries to the contacts' stored engagement and updates fit, grade and hot."""
+def apply_entries(model: ScoringModel, entries: Sequence[ScoreEntry], *, announce: bool = True,
+                  refresh_fit: bool = True) -> list[ContactScore]:
+    """Adds ledger entries to the contacts' stored engagement and updates fit, grade and hot
+    (announce=False: a lead turning hot is flagged, not alerted; refresh_fit=False: stored fit
+    and grade are kept)."""
     by_contact: dict[int, list[ScoreEntry]] = defaultdict(list)
     for entry in entries:
         by_contact[entry.contact_id].append(entry)
     now = timezone.now()
     scores = {s.contact_id: s for s in ContactScore.objects.select_for_update().filter(
         model=model, contact_id__in=by_contact)}
-    contacts = Contact.objects.select_related("company").in_bulk(list(by_contact))
-    fit_rules = list(model.fit_rules.all())
+    contacts = Contact.objects.select_related("company").in_bulk(list(by_contact)) if refresh_fit else {}
+    fit_rules = list(model.fit_rules.all()) if refresh_fit else []
     changed: list[ContactScore] = []
     became_hot: list[ContactScore] = []
     for contact_id, items in by_contact.items():
@@ -144,9 +157,11 @@ def apply_entries(model: ScoringModel, entries: Sequence[ScoreEntry]) -> list[Co
             score.hot = False
         score.updated_at = now
         changed.append(score)
-    for score in changed:
-        score.save()
-    if became_hot:
+    stored = [s for s in changed if s.pk is not None]
+    update_rows(ContactScore, stored, ["fit", "grade", "engagement", "engagement_at", "rank_key", "hot", "hot_at",
+                                       "updated_at"])
+    ContactScore.objects.bulk_create([s for s in changed if s.pk is None])
+    if became_hot and announce:
         alerts = LeadAlert.objects.bulk_create([
             LeadAlert(model=model, contact_id=s.contact_id, engagement=round(current_of(model, s, now), 1),
                       grade=s.grade, reasons=[r["reason"] for r in reasons_for(model, s.contact_id, now=now)[:5]])

@@ -8,6 +8,7 @@ docs/decisions/0008-lead-scoring.md.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -191,3 +192,38 @@ class PredictiveModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} → {self.target_stage}"
+
+
+class RescoreRun(models.Model):
+    """Re-scoring every contact of a model after its rules changed: a job for the worker, with its
+    progress on the row (written after every chunk) so the page can show it and a stalled run is
+    visible as such."""
+
+    class What(models.TextChoices):
+        FIT = "fit", _("Fit")
+        ENGAGEMENT = "engagement", _("Engagement")
+        ALL = "all", _("Fit and engagement")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Waiting for the worker")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    model = models.ForeignKey(ScoringModel, on_delete=models.CASCADE, related_name="rescores")
+    what = models.CharField(max_length=12, choices=What.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0)  # contacts to go through, over all phases
+    done = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)  # contacts whose fit, grade or engagement moved
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["model", "status"], name="rescore_model_status")]

@@ -1,57 +1,214 @@
-"""Re-scoring every contact after fit rules change: read the profile columns the rules use in
-chunks, evaluate in Python (the same code that scores one contact), write back in one statement
-per chunk (an upsert of fit and grade; engagement is untouched)."""
+"""Re-scoring every contact of a scoring model after its rules change, in the background.
+
+A `RescoreRun` row is the job: `request()` queues one (coalescing with a run still waiting, so
+five rule edits in a row cost one pass), the worker's task queue runs it, and progress is written
+on the row after every chunk for the page to show.
+
+Fit is a pure function of the profile, so the fit pass reads only the columns the rules use (one
+query per 20,000 contacts, with the stored fit beside them), evaluates each rule once per
+distinct value (most contacts share an industry, a size, a prefecture), and writes back only the
+scores that changed, in one statement per chunk.
+
+Engagement is rebuilt from the event log: for each contact, the ledger entries of the last
+`HORIZON_HALF_LIVES` half-lives are deleted and the events of that period are scored again with
+the current rules (older entries weigh less than 0.1 % and stay as they were). A lead that turns
+hot this way is flagged but not alerted (see engine.apply_entries).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import SimpleNamespace
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Hashable
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import FilteredRelation, Q
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
 from kizuna.db.writelock import sqlite_writer
-from kizuna.events.bulk import execute_arrays
-from kizuna.scoring.engine import fit_of
-from kizuna.scoring.models import ScoringModel
+from kizuna.events.bulk import execute_arrays, update_rows
+from kizuna.events.models import Event
+from kizuna.scoring import engine
+from kizuna.scoring.models import ContactScore, FitRule, RescoreRun, ScoreEntry, ScoringModel
+from kizuna.scoring.rules import EVENT_FIELDS, compare
 
-CHUNK = 20_000
-_COLUMNS = ["id", "email", "industry", "company_size", "prefecture", "region", "job_title", "department", "source",
-            "lifecycle_stage", "custom", "company_id"]
+log = logging.getLogger(__name__)
+
+FIT_CHUNK = 20_000
+ENGAGEMENT_CHUNK = 1_000
+HORIZON_HALF_LIVES = 10  # 2^-10: what is older weighs less than 0.1 % of its points
+STALLED_AFTER = timedelta(minutes=10)  # a running job without progress for this long was interrupted
+
+Progress = Callable[[int, int], None]
 
 
-def rescore_fit(model: ScoringModel, *, progress: Callable[[int, int], None] | None = None) -> int:
-    rules = list(model.fit_rules.all())
-    company_fields = {r.field[8:] for r in rules if r.field.startswith("company.")}
+# --- jobs ---------------------------------------------------------------------------------------
+
+def request(model: ScoringModel, what: str, user=None) -> RescoreRun:
+    """Queues a re-score of `model` (RescoreRun.What), or widens the one already waiting."""
+    from kizuna.scoring.tasks import rescore as rescore_task
+
+    with sqlite_writer(), transaction.atomic():
+        waiting = RescoreRun.objects.select_for_update().filter(model=model, status=RescoreRun.Status.QUEUED).first()
+        if waiting is not None:
+            if waiting.what != what:
+                waiting.what = RescoreRun.What.ALL
+                waiting.save(update_fields=["what"])
+            return waiting
+        run = RescoreRun.objects.create(model=model, what=what, requested_by=user)
+        transaction.on_commit(lambda: rescore_task.enqueue(run.pk))
+    return run
+
+
+def run(run_id: int) -> RescoreRun | None:
+    """Runs a queued job (the task's body). Returns None when someone else took it."""
+    now = timezone.now()
+    with sqlite_writer():
+        taken = RescoreRun.objects.filter(pk=run_id, status=RescoreRun.Status.QUEUED).update(
+            status=RescoreRun.Status.RUNNING, started_at=now, heartbeat_at=now)
+    if not taken:
+        return None
+    job = RescoreRun.objects.select_related("model").get(pk=run_id)
+    model = job.model
+    phases = [RescoreRun.What.FIT, RescoreRun.What.ENGAGEMENT] if job.what == RescoreRun.What.ALL else [job.what]
+    sizes = {RescoreRun.What.FIT: Contact.objects.count(),
+             RescoreRun.What.ENGAGEMENT: len(engagement_contacts(model, now)) if RescoreRun.What.ENGAGEMENT in
+             phases else 0}
+    job.total = sum(sizes[p] for p in phases)
+    offset = 0
+
+    def report(done: int, _total: int) -> None:
+        job.done = offset + done
+        job.heartbeat_at = timezone.now()
+        with sqlite_writer():
+            RescoreRun.objects.filter(pk=job.pk).update(done=job.done, total=job.total,
+                                                        heartbeat_at=job.heartbeat_at)
+
+    try:
+        changed = 0
+        for phase in phases:
+            if phase == RescoreRun.What.FIT:
+                changed += rescore_fit(model, progress=report)
+            else:
+                changed += rescore_engagement(model, progress=report, now=now)
+            offset += sizes[phase]
+        job.status, job.changed, job.done = RescoreRun.Status.DONE, changed, job.total
+    except Exception as exc:  # noqa: BLE001 - the job records why it stopped; the worker goes on
+        log.exception("re-scoring %s failed", model)
+        job.status, job.error = RescoreRun.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
+    job.finished_at = timezone.now()
+    with sqlite_writer():
+        job.save(update_fields=["status", "changed", "done", "total", "error", "finished_at"])
+    return job
+
+
+def stalled(job: RescoreRun, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    if job.status != RescoreRun.Status.RUNNING:
+        return False
+    return (job.heartbeat_at or job.started_at or job.created_at) < now - STALLED_AFTER
+
+
+def progress(job: RescoreRun) -> dict[str, Any]:
+    """{done, percent, text} for the progress bar (app.js polls it)."""
+    from django.utils.translation import gettext as _
+
+    percent = round(100 * job.done / job.total) if job.total else 0
+    if job.status == RescoreRun.Status.QUEUED:
+        text = _("Waiting for the worker to start re-scoring.")
+    elif stalled(job):
+        text = _("No progress for %(minutes)s minutes: is the worker running?") % {
+            "minutes": int(STALLED_AFTER.total_seconds() // 60)}
+    elif job.status == RescoreRun.Status.RUNNING:
+        text = _("Re-scoring: %(done)s of %(total)s contacts (%(what)s).") % {
+            "done": f"{job.done:,}", "total": f"{job.total:,}", "what": job.get_what_display()}
+    elif job.status == RescoreRun.Status.FAILED:
+        text = _("Re-scoring failed: %(error)s") % {"error": job.error}
+    else:
+        text = _("Re-scored %(total)s contacts: %(changed)s changed.") % {
+            "total": f"{job.total:,}", "changed": f"{job.changed:,}"}
+    finished = job.status in (RescoreRun.Status.DONE, RescoreRun.Status.FAILED)
+    return {"done": finished, "percent": 100 if finished else percent, "text": text, "status": job.status}
+
+
+# --- fit ----------------------------------------------------------------------------------------
+
+class _FitRules:
+    """The model's fit rules as getters on a row of values, each with a memo per distinct value."""
+
+    def __init__(self, rules: list[FitRule]) -> None:
+        self.rules = rules
+        self.columns: list[str] = ["id"]
+        self.getters: list[Callable[[tuple], Any]] = []
+        for rule in rules:
+            self.getters.append(self._getter(rule.field))
+        self.memo: list[dict[Hashable, bool]] = [{} for _ in rules]
+
+    def _column(self, name: str) -> int:
+        if name not in self.columns:
+            self.columns.append(name)
+        return self.columns.index(name)
+
+    def _getter(self, field: str) -> Callable[[tuple], Any]:
+        if field == "email_domain":
+            i = self._column("email")
+            return lambda row: (row[i] or "").rpartition("@")[2].lower()
+        if field.startswith("custom."):
+            i, key = self._column("custom"), field[7:]
+            return lambda row: (row[i] or {}).get(key) if isinstance(row[i], dict) else None
+        if field.startswith("company."):
+            i = self._column("company__" + field[8:])
+            return lambda row: row[i]
+        i = self._column(field)
+        return lambda row: row[i]
+
+    def fit(self, row: tuple) -> int:
+        points = 0
+        for rule, get, memo in zip(self.rules, self.getters, self.memo, strict=True):
+            value = get(row)
+            try:
+                hit = memo.get(value)
+                if hit is None:
+                    hit = memo[value] = compare(value, rule.operator, rule.value)
+            except TypeError:  # an unhashable custom value (a list): no memo
+                hit = compare(value, rule.operator, rule.value)
+            if hit:
+                points += rule.points
+        return points
+
+
+def rescore_fit(model: ScoringModel, *, progress: Progress | None = None) -> int:
+    """Fit and grade again for every contact; returns how many changed (or were new)."""
+    rules = _FitRules(list(model.fit_rules.all()))
     total = Contact.objects.count()
-    done, last_id = 0, 0
+    base = Contact.objects.annotate(
+        stored=FilteredRelation("scores", condition=Q(scores__model_id=model.pk))).order_by("id")
+    columns = [*rules.columns, "stored__id", "stored__fit", "stored__grade"]
+    done = changed = last_id = 0
     now = timezone.now()
     while True:
-        rows = list(Contact.objects.filter(id__gt=last_id).order_by("id").values_list(*_COLUMNS)[:CHUNK])
+        rows = list(base.filter(id__gt=last_id).values_list(*columns)[:FIT_CHUNK])
         if not rows:
             break
         last_id = rows[-1][0]
-        companies = {}
-        if company_fields:
-            from kizuna.contacts.models import Company
-
-            ids = {r[-1] for r in rows if r[-1]}
-            companies = {c["id"]: SimpleNamespace(**c) for c in
-                         Company.objects.filter(id__in=ids).values("id", *company_fields)}
         ids, fits, grades = [], [], []
         for row in rows:
-            contact = SimpleNamespace(**dict(zip(_COLUMNS, row, strict=True)))
-            contact.company = companies.get(contact.company_id)
-            fit, _reasons = fit_of(model, contact, rules)
-            ids.append(contact.id)
-            fits.append(fit)
-            grades.append(model.grade(fit))
-        _write(model.pk, ids, fits, grades, now)
+            fit = rules.fit(row)
+            grade = model.grade(fit)
+            if row[-3] is None or row[-2] != fit or row[-1] != grade:
+                ids.append(row[0])
+                fits.append(fit)
+                grades.append(grade)
+        if ids:
+            _write_fit(model.pk, ids, fits, grades, now)
+        changed += len(ids)
         done += len(rows)
         if progress:
             progress(done, total)
-    return done
+    return changed
 
 
 _UPSERT_PG = """
@@ -70,7 +227,7 @@ ON CONFLICT (model_id, contact_id) DO UPDATE SET fit = excluded.fit, grade = exc
 """
 
 
-def _write(model_id: int, ids: list[int], fits: list[int], grades: list[str], now) -> None:
+def _write_fit(model_id: int, ids: list[int], fits: list[int], grades: list[str], now: datetime) -> None:
     with sqlite_writer(), transaction.atomic():
         if connection.vendor == "postgresql":
             execute_arrays(_UPSERT_PG, [model_id, now, now, ids, fits, grades])
@@ -79,3 +236,72 @@ def _write(model_id: int, ids: list[int], fits: list[int], grades: list[str], no
         with connection.cursor() as cursor:
             cursor.executemany(_UPSERT_SQLITE, [(model_id, i, f, g, stamp, stamp)
                                                 for i, f, g in zip(ids, fits, grades, strict=True)])
+
+
+# --- engagement ---------------------------------------------------------------------------------
+
+def horizon_of(model: ScoringModel, now: datetime) -> datetime:
+    return now - timedelta(days=model.half_life_days * HORIZON_HALF_LIVES)
+
+
+def engagement_contacts(model: ScoringModel, now: datetime) -> list[int]:
+    """Contacts whose engagement can change: some engagement now, or events inside the horizon."""
+    horizon = horizon_of(model, now)
+    ids = set(ContactScore.objects.filter(model=model, rank_key__gt=-1e9).values_list("contact_id", flat=True))
+    ids.update(Event.objects.filter(occurred_at__gte=horizon, contact__isnull=False).values_list(
+        "contact_id", flat=True).distinct())
+    return sorted(ids)
+
+
+def _scorable_events(model: ScoringModel):
+    """Only events some rule is about, with only the columns rules read (no traits, no context)."""
+    wanted = {r.event.strip() for r in model.engagement_rules.all()}
+    kinds = wanted & {"page", "identify", "screen", "group"}
+    names = wanted - kinds
+    which = Q(type__in=kinds) | Q(type="track", name__in=names)
+    return Event.objects.filter(which).only("id", "contact_id", "occurred_at", "type", "bot", "properties",
+                                            *EVENT_FIELDS)
+
+
+def rescore_engagement(model: ScoringModel, *, progress: Progress | None = None,
+                       now: datetime | None = None) -> int:
+    """Engagement again from the events of the horizon; returns how many contacts' value moved."""
+    now = now or timezone.now()
+    ids = engagement_contacts(model, now)
+    changed = 0
+    for start in range(0, len(ids), ENGAGEMENT_CHUNK):
+        chunk = ids[start:start + ENGAGEMENT_CHUNK]
+        with sqlite_writer(), transaction.atomic():
+            changed += _rescore_engagement_chunk(model, chunk, now)
+        if progress:
+            progress(start + len(chunk), len(ids))
+    return changed
+
+
+def _rescore_engagement_chunk(model: ScoringModel, chunk: list[int], now: datetime) -> int:
+    horizon = horizon_of(model, now)
+    scores = list(ContactScore.objects.select_for_update().filter(model=model, contact_id__in=chunk))
+    before = {s.contact_id: (round(engine.current_of(model, s, now), 1), s.hot) for s in scores}
+    ScoreEntry.objects.filter(model=model, kind=ScoreEntry.Kind.ENGAGEMENT, contact_id__in=chunk,
+                              at__gte=horizon).delete()
+    kept: dict[int, float] = defaultdict(float)  # what older entries still weigh at the horizon
+    for contact_id, at, points in ScoreEntry.objects.filter(
+            model=model, kind=ScoreEntry.Kind.ENGAGEMENT, contact_id__in=chunk).values_list(
+            "contact_id", "at", "points"):
+        kept[contact_id] += engine.decay(points, at, horizon, model.half_life_days)
+    for score in scores:  # back to what the horizon leaves; the events below add the rest
+        score.engagement = max(kept.get(score.contact_id, 0.0), 0.0)
+        score.engagement_at = horizon
+        score.rank_key = engine.rank_key(score.engagement, horizon, model.half_life_days)
+    update_rows(ContactScore, scores, ["engagement", "engagement_at", "rank_key"])
+    events = list(_scorable_events(model).filter(contact_id__in=chunk, occurred_at__gte=horizon).order_by(
+        "occurred_at", "id"))
+    if events:
+        engine.score_events(model, events, rescore=True)
+    after = {s.contact_id: (round(engine.current_of(model, s, now), 1), s.hot)
+             for s in ContactScore.objects.filter(model=model, contact_id__in=chunk)}
+    cooled = [c for c, (value, hot) in after.items()
+              if hot and value < model.hot_threshold * engine.COOL_BELOW]
+    if cooled:
+        ContactScore.objects.filter(model=model, contact_id__in=cooled).update(hot=False)
+    return sum(1 for c in set(before) | set(after) if before.get(c, (0.0, False))[0] != after.get(c, (0.0, False))[0])

@@ -14,3 +14,14 @@ def train_predictive(predictive_id: int) -> dict:
     if pm is None:
         return {"status": "missing"}
     return {"status": pm.status, "auc": pm.auc, "useful": pm.useful}
+
+
+@task
+def rescore(run_id: int) -> dict:
+    """Re-scores every contact of a model after a rule change (a queued RescoreRun)."""
+    from .rescoring import run
+
+    job = run(run_id)
+    if job is None:
+        return {"status": "taken"}
+    return {"status": job.status, "total": job.total, "changed": job.changed}

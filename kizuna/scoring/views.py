@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from django.contrib import messages
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -17,8 +18,16 @@ from kizuna.contacts.merge import STAGE_ORDER
 from kizuna.contacts.models import Contact, LifecycleStage
 from kizuna.contacts.panels import register_contact_panel
 from kizuna.events.models import Event
-from kizuna.scoring import engine
-from kizuna.scoring.models import ContactScore, EngagementRule, FitRule, LeadAlert, PredictiveModel, ScoringModel
+from kizuna.scoring import engine, rescoring
+from kizuna.scoring.models import (
+    ContactScore,
+    EngagementRule,
+    FitRule,
+    LeadAlert,
+    PredictiveModel,
+    RescoreRun,
+    ScoringModel,
+)
 from kizuna.scoring.rules import FIT_FIELDS, FIT_OPERATORS, RuleError, check_engagement_rule, check_fit_rule
 
 CHART_W, CHART_H = 560, 120
@@ -150,6 +159,7 @@ def model_detail(request, pk: int):
                     per_days=_int_or_none(days), include_machine=bool(request.POST.get("include_machine")),
                     position=model.engagement_rules.count())
             elif action == "settings":
+                before = (model.half_life_days, model.grade_a, model.grade_b, model.grade_c)
                 for field in ("half_life_days", "hot_threshold"):
                     value = float(request.POST.get(field, ""))
                     if value <= 0:
@@ -166,6 +176,10 @@ def model_detail(request, pk: int):
                 rules.objects.filter(model=model, pk=request.POST.get("rule")).delete()
             audit.record(request.user, "update", model, changes={"action": action})
             messages.success(request, _("Saved."))
+            what = _rescore_needed(action, model, before if action == "settings" else None)
+            if what:
+                rescoring.request(model, what, request.user)
+                messages.info(request, _("Every contact is being re-scored in the background with the new rules."))
             return redirect("scoring:model", pk=model.pk)
         except RuleError as exc:
             errors[action or ""] = str(exc)
@@ -178,8 +192,19 @@ def model_detail(request, pk: int):
     return render(request, "scoring/model_detail.html", {
         "model": model, "fit_rules": model.fit_rules.all(), "engagement_rules": model.engagement_rules.all(),
         "fields": FIT_FIELDS, "operators": sorted(FIT_OPERATORS), "errors": errors, "trial": trial,
+        "rescore": _rescore_state(model), "rescore_choices": RescoreRun.What.choices,
         "post": request.POST if errors else {},
     })
+
+
+def _rescore_state(model: ScoringModel) -> dict | None:
+    job = RescoreRun.objects.filter(model=model).first()
+    if job is None:
+        return None
+    active = job.status in (RescoreRun.Status.QUEUED, RescoreRun.Status.RUNNING)
+    return {"job": job, "active": active and not rescoring.stalled(job), "progress": rescoring.progress(job),
+            "seconds": round((job.finished_at - job.started_at).total_seconds(), 1)
+            if job.finished_at and job.started_at else None}
 
 
 def _try_on(model: ScoringModel, contact: Contact) -> dict:
@@ -199,12 +224,39 @@ def _try_on(model: ScoringModel, contact: Contact) -> dict:
             "matched": matched[:50]}
 
 
+def _rescore_needed(action: str, model: ScoringModel, before: tuple | None) -> str:
+    """Which scores a change invalidates: fit rules and grade bounds the fit, engagement rules
+    and the half-life the engagement."""
+    if action in ("fit", "delete_fit"):
+        return RescoreRun.What.FIT
+    if action in ("engagement", "delete_engagement"):
+        return RescoreRun.What.ENGAGEMENT
+    if action == "settings" and before is not None:
+        half_life = before[0] != model.half_life_days
+        grades = before[1:] != (model.grade_a, model.grade_b, model.grade_c)
+        if half_life and grades:
+            return RescoreRun.What.ALL
+        return RescoreRun.What.ENGAGEMENT if half_life else RescoreRun.What.FIT if grades else ""
+    return ""
+
+
 @require_POST
 @capability_required("scoring.manage")
 def rescore(request, pk: int):
     model = get_object_or_404(ScoringModel, pk=pk)
-    from kizuna.scoring.rescoring import rescore_fit
-
-    count = rescore_fit(model)
-    messages.success(request, _("Fit and grade recalculated for %(n)s contacts.") % {"n": count})
+    what = request.POST.get("what", RescoreRun.What.ALL)
+    if what not in RescoreRun.What.values:
+        messages.error(request, _("Choose what to re-score: fit, engagement or both."))
+    else:
+        rescoring.request(model, what, request.user)
+        audit.record(request.user, "update", model, changes={"action": f"rescore {what}"})
+        messages.success(request, _("Re-scoring queued: the worker goes through every contact in the background."))
     return redirect("scoring:model", pk=model.pk)
+
+
+@capability_required("scoring.manage")
+def rescore_progress(request, pk: int):
+    job = RescoreRun.objects.filter(model_id=pk).first()
+    if job is None:
+        raise Http404
+    return JsonResponse(rescoring.progress(job))
