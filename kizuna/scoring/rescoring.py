@@ -115,6 +115,7 @@ def stalled(job: RescoreRun, now: datetime | None = None) -> bool:
 def progress(job: RescoreRun) -> dict[str, Any]:
     """{done, percent, text} for the progress bar (app.js polls it)."""
     from django.utils.translation import gettext as _
+    from django.utils.translation import ngettext
 
     percent = round(100 * job.done / job.total) if job.total else 0
     if job.status == RescoreRun.Status.QUEUED:
@@ -128,7 +129,8 @@ def progress(job: RescoreRun) -> dict[str, Any]:
     elif job.status == RescoreRun.Status.FAILED:
         text = _("Re-scoring failed: %(error)s") % {"error": job.error}
     else:
-        text = _("Re-scored %(total)s contacts: %(changed)s changed.") % {
+        text = ngettext("Re-scored %(total)s contact: %(changed)s changed.",
+                        "Re-scored %(total)s contacts: %(changed)s changed.", job.total) % {
             "total": f"{job.total:,}", "changed": f"{job.changed:,}"}
     finished = job.status in (RescoreRun.Status.DONE, RescoreRun.Status.FAILED)
     return {"done": finished, "percent": 100 if finished else percent, "text": text, "status": job.status}

@@ -126,3 +126,15 @@ WriteKey.objects.create(name='Site {run}', key='wk_{run}')
     page.wait_for_load_state()
     assert "Form submitted" in page.content()
     _shot(page, "scoring-model")
+
+    # A rule edit re-scores every contact in the background: the page follows the worker's progress.
+    page.fill("[data-fit-form] input[name=field]", "department")
+    page.select_option("[data-fit-form] select[name=operator]", "not_empty")
+    page.fill("[data-fit-form] input[name=points]", "3")
+    with page.expect_navigation():
+        page.click("[data-fit-form] button[type=submit]")
+    if page.locator("[data-rescore] progress").count():  # the worker may already be done
+        _shot(page, "scoring-rescore-running")
+    page.wait_for_selector("[data-rescore-result]", timeout=120_000)  # app.js reloads when the run is over
+    assert "changed" in page.locator("[data-rescore-result]").inner_text()
+    _shot(page, "scoring-rescore-done")
