@@ -198,3 +198,32 @@ def test_viewers_cannot_rescore(client, make_user, model):
     client.force_login(make_user("viewer", username="v"))
     response = client.post(reverse("scoring:rescore", args=[model.pk]), {"what": "fit"})
     assert response.status_code == 403 and not RescoreRun.objects.exists()
+
+
+def test_rules_are_edited_in_place_and_a_rule_of_another_model_is_refused(client, make_user, model):
+    client.force_login(make_user("admin"))
+    url = reverse("scoring:model", args=[model.pk])
+    rule = FitRule.objects.get(model=model, field="industry")
+    form = client.get(url, {"edit_fit": rule.pk}).content.decode()
+    assert f'name="rule" value="{rule.pk}"' in form and "manufacturing, it" in form and "Save rule" in form
+    client.post(url, {"action": "fit", "rule": rule.pk, "field": "industry", "operator": "in",
+                      "value": "manufacturing", "points": "25"})
+    rule.refresh_from_db()
+    assert (rule.value, rule.points) == ("manufacturing", 25)
+    assert FitRule.objects.filter(model=model).count() == 5  # edited, not added
+    pricing = _pricing_rule(model)
+    form = client.get(url, {"edit_engagement": pricing.pk}).content.decode()
+    assert "/pricing" in form and 'name="max_times" size="3" value="3"' in form
+    client.post(url, {"action": "engagement", "rule": pricing.pk, "name": "Pricing", "event": "page",
+                      "conditions": '[{"field": "path", "op": "starts_with", "value": "/pricing"}]',
+                      "points": "12", "max_times": "", "per_days": ""})
+    pricing.refresh_from_db()
+    assert (pricing.name, pricing.points, pricing.max_times, pricing.conditions[0]["op"]) == (
+        "Pricing", 12, None, "starts_with")
+    other = ScoringModel.objects.create(name="Other")
+    foreign = FitRule.objects.create(model=other, field="region", operator="equals", value="kanto", points=1)
+    response = client.post(url, {"action": "fit", "rule": foreign.pk, "field": "industry", "operator": "in",
+                                 "value": "it", "points": "5"})
+    assert "no longer exists" in response.content.decode()
+    foreign.refresh_from_db()
+    assert foreign.points == 1 and FitRule.objects.filter(model=model).count() == 5

@@ -141,9 +141,13 @@ def model_detail(request, pk: int):
             if action == "fit":
                 data = {k: request.POST.get(k, "").strip() for k in ("field", "operator", "value", "points")}
                 check_fit_rule(data["field"], data["operator"], data["value"], data["points"])
-                FitRule.objects.create(model=model, field=data["field"], operator=data["operator"],
-                                       value=data["value"], points=int(data["points"]),
-                                       position=model.fit_rules.count())
+                values = {"field": data["field"], "operator": data["operator"], "value": data["value"],
+                          "points": int(data["points"])}
+                editing = _rule_being_edited(model.fit_rules, request.POST.get("rule"))
+                if editing is not None:
+                    FitRule.objects.filter(pk=editing.pk).update(**values)
+                else:
+                    FitRule.objects.create(model=model, position=model.fit_rules.count(), **values)
             elif action == "engagement":
                 raw = request.POST.get("conditions", "").strip() or "[]"
                 try:
@@ -153,11 +157,15 @@ def model_detail(request, pk: int):
                 points, times, days = (request.POST.get(k, "").strip() for k in ("points", "max_times", "per_days"))
                 event = request.POST.get("event", "").strip()
                 check_engagement_rule(event, conditions, points, times or None, days or None)
-                EngagementRule.objects.create(
-                    model=model, name=request.POST.get("name", "").strip()[:150] or event, event=event,
-                    conditions=conditions, points=int(points), max_times=_int_or_none(times),
-                    per_days=_int_or_none(days), include_machine=bool(request.POST.get("include_machine")),
-                    position=model.engagement_rules.count())
+                values = {"name": request.POST.get("name", "").strip()[:150] or event, "event": event,
+                          "conditions": conditions, "points": int(points), "max_times": _int_or_none(times),
+                          "per_days": _int_or_none(days),
+                          "include_machine": bool(request.POST.get("include_machine"))}
+                editing = _rule_being_edited(model.engagement_rules, request.POST.get("rule"))
+                if editing is not None:
+                    EngagementRule.objects.filter(pk=editing.pk).update(**values)
+                else:
+                    EngagementRule.objects.create(model=model, position=model.engagement_rules.count(), **values)
             elif action == "settings":
                 before = (model.half_life_days, model.grade_a, model.grade_b, model.grade_c)
                 for field in ("half_life_days", "hot_threshold"):
@@ -193,7 +201,8 @@ def model_detail(request, pk: int):
         "model": model, "fit_rules": model.fit_rules.all(), "engagement_rules": model.engagement_rules.all(),
         "fields": FIT_FIELDS, "operators": sorted(FIT_OPERATORS), "errors": errors, "trial": trial,
         "rescore": _rescore_state(model), "rescore_choices": RescoreRun.What.choices,
-        "post": request.POST if errors else {},
+        "fit_post": request.POST if "fit" in errors else _edit_form(model, request.GET, "fit"),
+        "eng_post": request.POST if "engagement" in errors else _edit_form(model, request.GET, "engagement"),
     })
 
 
@@ -222,6 +231,34 @@ def _try_on(model: ScoringModel, contact: Contact) -> dict:
                                 "what": event.path or event.name or event.type})
     return {"contact": contact, "fit": fit, "grade": model.grade(fit), "fit_reasons": fit_reasons,
             "matched": matched[:50]}
+
+
+def _rule_being_edited(rules, pk: str | None):
+    """The rule a form edits (its id in `rule`), or None for a new one; another model's rule is
+    refused rather than silently turned into a new rule."""
+    if not pk:
+        return None
+    if not str(pk).isdigit() or not rules.filter(pk=pk).exists():
+        raise RuleError("rule", "this rule no longer exists: reload the page")
+    return rules.get(pk=pk)
+
+
+def _edit_form(model: ScoringModel, query, kind: str) -> dict:
+    """A rule form pre-filled with the rule to edit (?edit_fit=<id> or ?edit_engagement=<id>)."""
+    pk = str(query.get(f"edit_{kind}", ""))
+    if not pk.isdigit():
+        return {}
+    if kind == "fit":
+        fit = model.fit_rules.filter(pk=pk).first()
+        return {} if fit is None else {"rule": fit.pk, "field": fit.field, "operator": fit.operator,
+                                       "value": fit.value, "points": fit.points}
+    rule = model.engagement_rules.filter(pk=pk).first()
+    if rule is None:
+        return {}
+    return {"rule": rule.pk, "name": rule.name, "event": rule.event,
+            "conditions": json.dumps(rule.conditions, ensure_ascii=False), "points": rule.points,
+            "max_times": rule.max_times or "", "per_days": rule.per_days or "",
+            "include_machine": "on" if rule.include_machine else ""}
 
 
 def _rescore_needed(action: str, model: ScoringModel, before: tuple | None) -> str:
