@@ -17,7 +17,7 @@ import uuid
 import orjson
 
 
-def _wait(predicate, timeout: float = 60.0, interval: float = 0.2):
+def _wait(predicate, timeout: float = 180.0, interval: float = 0.2):  # earlier tests may leave a backlog
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
