@@ -137,6 +137,9 @@ def test_demo_prepares_data_and_login(capsys):
     assert Contact.objects.count() == 120
     assert Contact.objects.exclude(company=None).filter(company__domain__isnull=False).exists()
     assert Contact.objects.filter(owner__role="sales").exists()
+    from kizuna.segments.models import Segment
+
+    assert Segment.objects.count() == 4 and all(s.computed_at for s in Segment.objects.all())
     call_command("demo", contacts=120, no_serve=True)  # a second run keeps data and password
     assert Contact.objects.count() == 120
     assert f"admin / {password}" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from kizuna.handoff.demo import ensure_demo_routes
 from kizuna.lifecycle.transitions import ensure_defaults as ensure_lifecycle_defaults
 from kizuna.messaging.demo import generate_demo_email
 from kizuna.scoring.setup import ensure_defaults as ensure_scoring_defaults
+from kizuna.segments.demo import ensure_demo_segments
 from kizuna.web.processes import default_bind, run_together, serve_command, worker_command
 
 
@@ -45,6 +46,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {generate_demo_traffic()}")
             self.stdout.write("Sending the demo newsletter (captured, not delivered)…")
             self.stdout.write(f"  {generate_demo_email()}")
+            self.stdout.write(f"  {ensure_demo_segments()}")
         self.stdout.write(self.style.SUCCESS(f"Ready in {time.monotonic() - started:.1f} s."))
         banner = (
             f"\n  Kizuna demo:  http://{host}:{port}/\n"
