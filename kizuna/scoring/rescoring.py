@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 FIT_CHUNK = 20_000
 ENGAGEMENT_CHUNK = 1_000
 HORIZON_HALF_LIVES = 10  # 2^-10: what is older weighs less than 0.1 % of its points
+MEMO_LIMIT = 5_000  # distinct values remembered per rule
 STALLED_AFTER = timedelta(minutes=10)  # a running job without progress for this long was interrupted
 
 Progress = Callable[[int, int], None]
@@ -147,7 +148,7 @@ class _FitRules:
         self.getters: list[Callable[[tuple], Any]] = []
         for rule in rules:
             self.getters.append(self._getter(rule.field))
-        self.memo: list[dict[Hashable, bool]] = [{} for _ in rules]
+        self.memo: list[dict[Hashable, bool] | None] = [{} for _ in rules]
 
     def _column(self, name: str) -> int:
         if name not in self.columns:
@@ -169,14 +170,20 @@ class _FitRules:
 
     def fit(self, row: tuple) -> int:
         points = 0
-        for rule, get, memo in zip(self.rules, self.getters, self.memo, strict=True):
+        for i, (rule, get) in enumerate(zip(self.rules, self.getters, strict=True)):
             value = get(row)
-            try:
-                hit = memo.get(value)
-                if hit is None:
-                    hit = memo[value] = compare(value, rule.operator, rule.value)
-            except TypeError:  # an unhashable custom value (a list): no memo
+            memo = self.memo[i]
+            if memo is None:
                 hit = compare(value, rule.operator, rule.value)
+            else:
+                try:
+                    hit = memo.get(value)
+                    if hit is None:
+                        hit = memo[value] = compare(value, rule.operator, rule.value)
+                        if len(memo) > MEMO_LIMIT:  # an address or a name: values rarely repeat
+                            self.memo[i] = None
+                except TypeError:  # an unhashable custom value (a list): no memo
+                    hit = compare(value, rule.operator, rule.value)
             if hit:
                 points += rule.points
         return points
@@ -196,48 +203,69 @@ def rescore_fit(model: ScoringModel, *, progress: Progress | None = None) -> int
         if not rows:
             break
         last_id = rows[-1][0]
-        ids, fits, grades = [], [], []
+        new: tuple[list, list, list] = ([], [], [])  # contact ids, fits, grades
+        moved: tuple[list, list, list] = ([], [], [])  # score row ids, fits, grades
         for row in rows:
             fit = rules.fit(row)
             grade = model.grade(fit)
-            if row[-3] is None or row[-2] != fit or row[-1] != grade:
-                ids.append(row[0])
-                fits.append(fit)
-                grades.append(grade)
-        if ids:
-            _write_fit(model.pk, ids, fits, grades, now)
-        changed += len(ids)
+            if row[-3] is None:
+                target = new
+            elif row[-2] != fit or row[-1] != grade:
+                target = moved
+            else:
+                continue
+            target[0].append(row[0] if target is new else row[-3])
+            target[1].append(fit)
+            target[2].append(grade)
+        if new[0] or moved[0]:
+            _write_fit(model.pk, new, moved, now)
+        changed += len(new[0]) + len(moved[0])
         done += len(rows)
         if progress:
             progress(done, total)
     return changed
 
 
-_UPSERT_PG = """
+_INSERT = """
+INSERT INTO scoring_contactscore (model_id, contact_id, fit, grade, engagement, engagement_at, rank_key, hot,
+                                  updated_at)
+VALUES (%s, %s, %s, %s, 0, %s, -1e9, {false}, %s)
+ON CONFLICT (model_id, contact_id) DO UPDATE SET fit = excluded.fit, grade = excluded.grade,
+                                                updated_at = excluded.updated_at
+"""
+_INSERT_PG = """
 INSERT INTO scoring_contactscore (model_id, contact_id, fit, grade, engagement, engagement_at, rank_key, hot,
                                   updated_at)
 SELECT %b, c, f, g, 0, %b, -1e9, false, %b FROM unnest(%b::bigint[], %b::integer[], %b::varchar[]) AS t(c, f, g)
 ON CONFLICT (model_id, contact_id) DO UPDATE SET fit = EXCLUDED.fit, grade = EXCLUDED.grade,
                                                 updated_at = EXCLUDED.updated_at
 """
-_UPSERT_SQLITE = """
-INSERT INTO scoring_contactscore (model_id, contact_id, fit, grade, engagement, engagement_at, rank_key, hot,
-                                  updated_at)
-VALUES (%s, %s, %s, %s, 0, %s, -1e9, 0, %s)
-ON CONFLICT (model_id, contact_id) DO UPDATE SET fit = excluded.fit, grade = excluded.grade,
-                                                updated_at = excluded.updated_at
+# Rows that exist are updated by primary key: cheaper than an upsert's speculative insertion.
+_UPDATE_PG = """
+UPDATE scoring_contactscore AS s SET fit = v.f, grade = v.g, updated_at = %b
+FROM unnest(%b::bigint[], %b::integer[], %b::varchar[]) AS v(i, f, g) WHERE s.id = v.i
 """
+_UPDATE = "UPDATE scoring_contactscore SET fit = %s, grade = %s, updated_at = %s WHERE id = %s"
 
 
-def _write_fit(model_id: int, ids: list[int], fits: list[int], grades: list[str], now: datetime) -> None:
+def _write_fit(model_id: int, new: tuple[list, list, list], moved: tuple[list, list, list], now: datetime) -> None:
     with sqlite_writer(), transaction.atomic():
         if connection.vendor == "postgresql":
-            execute_arrays(_UPSERT_PG, [model_id, now, now, ids, fits, grades])
+            with connection.cursor() as cursor:
+                # A re-score can always be run again: no need to wait for the disk at each commit.
+                cursor.execute("SET LOCAL synchronous_commit = off")
+            if new[0]:
+                execute_arrays(_INSERT_PG, [model_id, now, now, *new])
+            if moved[0]:
+                execute_arrays(_UPDATE_PG, [now, *moved])
             return
         stamp = connection.ops.adapt_datetimefield_value(now)
         with connection.cursor() as cursor:
-            cursor.executemany(_UPSERT_SQLITE, [(model_id, i, f, g, stamp, stamp)
-                                                for i, f, g in zip(ids, fits, grades, strict=True)])
+            if new[0]:
+                cursor.executemany(_INSERT.format(false=0), [(model_id, c, f, g, stamp, stamp)
+                                                             for c, f, g in zip(*new, strict=True)])
+            if moved[0]:
+                cursor.executemany(_UPDATE, [(f, g, stamp, i) for i, f, g in zip(*moved, strict=True)])
 
 
 # --- engagement ---------------------------------------------------------------------------------
