@@ -227,3 +227,21 @@ def test_rules_are_edited_in_place_and_a_rule_of_another_model_is_refused(client
     assert "no longer exists" in response.content.decode()
     foreign.refresh_from_db()
     assert foreign.points == 1 and FitRule.objects.filter(model=model).count() == 5
+
+
+def test_hot_flags_follow_grades_after_a_fit_pass(model):
+    hot = Contact.objects.create(email="hot@example.co.jp", industry="manufacturing")
+    warm = Contact.objects.create(email="warm@example.co.jp")
+    with time_machine.travel(START, tick=False):
+        for contact, flag in ((hot, True), (warm, False)):
+            ContactScore.objects.create(model=model, contact=contact, fit=20, grade="C", engagement=150,
+                                        engagement_at=START, hot=flag, hot_at=START if flag else None,
+                                        rank_key=engine.rank_key(150, START, model.half_life_days))
+        FitRule.objects.filter(model=model).delete()  # everyone falls to grade D
+        rescoring.rescore_fit(model)
+        assert not ContactScore.objects.filter(model=model, hot=True).exists()
+        FitRule.objects.create(model=model, field="industry", operator="equals", value="manufacturing", points=40)
+        rescoring.rescore_fit(model)  # grade A again: hot, without an alert
+        assert list(ContactScore.objects.filter(model=model, hot=True).values_list("contact__email", flat=True)) == [
+            "hot@example.co.jp"]
+    assert not LeadAlert.objects.exists()

@@ -18,6 +18,7 @@ hot this way is flagged but not alerted (see engine.apply_entries).
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 from datetime import datetime, timedelta
@@ -223,7 +224,20 @@ def rescore_fit(model: ScoringModel, *, progress: Progress | None = None) -> int
         done += len(rows)
         if progress:
             progress(done, total)
+    _rehot(model, now)
     return changed
+
+
+def _rehot(model: ScoringModel, now: datetime) -> None:
+    """Grades moved, so the hot flags follow: off below the model's minimum grade, on (silently,
+    like the rest of a re-score) where engagement already qualifies. rank_key orders by current
+    engagement, so both are one indexed UPDATE."""
+    bar = math.log2(model.hot_threshold) + now.timestamp() / (model.half_life_days * 86400)
+    allowed = engine.GRADES[:engine.GRADES.index(model.hot_min_grade) + 1]
+    scores = ContactScore.objects.filter(model=model)
+    with sqlite_writer(), transaction.atomic():
+        scores.filter(hot=True).exclude(grade__in=allowed).update(hot=False)
+        scores.filter(hot=False, grade__in=allowed, rank_key__gte=bar).update(hot=True, hot_at=now)
 
 
 _INSERT = """
