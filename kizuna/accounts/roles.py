@@ -44,6 +44,8 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "email.send": WRITERS,
     "email.manage": frozenset({Role.ADMIN}),
     "scoring.manage": WRITERS,
+    "segments.view": ALL,
+    "segments.manage": WRITERS,
 }
 
 # API key scopes, each a set of capabilities; a key can never exceed its owner's role.
