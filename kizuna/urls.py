@@ -11,5 +11,6 @@ urlpatterns = [
     path("", include("kizuna.scoring.urls")),
     path("", include("kizuna.handoff.urls")),
     path("", include("kizuna.lifecycle.urls")),
+    path("", include("kizuna.segments.urls")),
     path("api/v1/", api.urls),
 ]

@@ -28,7 +28,7 @@ from kizuna.segments import filters, membership
 from kizuna.segments.models import Segment, SegmentCount
 
 NAME_MAX, DESCRIPTION_MAX = 150, 500
-CHART_W, CHART_H, CHART_DAYS = 600, 140, 90
+CHART_W, CHART_H, CHART_DAYS = 600, 200, 90
 AUDITED = ["name", "description", "filter"]
 
 
@@ -179,8 +179,8 @@ def chart(segment: Segment, today: dt.date | None = None, days: int = CHART_DAYS
     first = min(points)
     span = max((today - first).days, 1)
 
-    def x(day: dt.date) -> float:
-        return round((day - first).days / span * CHART_W, 1)
+    def x(day: dt.date) -> float:  # a single day sits at the right edge: it is today
+        return round((day - first).days / span * CHART_W, 1) if len(points) > 1 else float(CHART_W)
 
     def y(value: int) -> float:
         return round(CHART_H - value / top * (CHART_H - 10), 1)

@@ -30,6 +30,7 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Contacts"), "contacts:list", "contacts.view", "contacts"),
         MenuItem(_("Companies"), "contacts:company_list", "companies.view", "companies"),
         MenuItem(_("Lists"), "contacts:list_index", "contacts.view", "lists"),
+        MenuItem(_("Segments"), "segments:list", "segments.view", "segments"),
         MenuItem(_("Import"), "contacts:import_list", "contacts.import", "imports"),
         MenuItem(_("Visitors"), "events:visitor_list", "tracking.view", "visitors"),
         MenuItem(_("Visiting companies"), "events:companies", "tracking.view", "visitors/companies"),

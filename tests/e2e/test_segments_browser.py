@@ -1,0 +1,193 @@
+"""Building a segment in Chromium with the JS builder against the running product: the live
+count follows every change (and names the path of a fault), the form saves the tree the builder
+wrote, the worker computes the members, and the detail page shows them with the growth chart —
+looked at in English and in Japanese."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import login
+
+pytestmark = pytest.mark.browser
+SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
+
+SETUP = """
+from datetime import timedelta
+from django.utils import timezone
+from kizuna.contacts.models import Contact, Tag
+from kizuna.events.models import Event
+
+run = "{run}"
+now = timezone.now()
+vip, _ = Tag.objects.get_or_create(name="<b>vip</b>")
+for i in range(12):
+    industry = "manufacturing" if i < 8 else "retail"
+    contact = Contact.objects.create(email=f"seg{{i}}-{{run}}@example.jp", family_name=f"<i>製造{{i}}</i>",
+                                     given_name="太郎", industry=industry, prefecture="13")
+    if i % 4 == 0:
+        contact.tags.add(vip)
+    for n in range(i % 3):  # 0, 1 or 2 visits of the pricing page
+        Event.objects.create(message_id=f"seg-{{run}}-{{i}}-{{n}}", type="page", contact=contact, path="/pricing",
+                             url="https://www.example.co.jp/pricing", title="料金", occurred_at=now - timedelta(days=n),
+                             received_at=now, processed_at=now)
+"""
+
+HISTORY = """
+from datetime import timedelta
+from django.utils import timezone
+from kizuna.segments.models import SegmentCount
+
+today = timezone.localdate()
+for days, members in ((28, 0), (21, 1), (14, 1), (7, 3)):
+    SegmentCount.objects.create(segment_id={segment}, day=today - timedelta(days=days), members=members)
+"""
+
+
+def _shot(page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def _shell(server, code: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "kizuna.cli", "shell", "-c", code], env=server.env,  # noqa: S603
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _count(page) -> int:
+    """The live count once it has settled on a number."""
+    page.wait_for_function("() => { const o = document.querySelector('[data-live-count]');"
+                           " return o.classList.contains('ok') || o.classList.contains('bad'); }")
+    return int(page.locator("[data-live-count]").get_attribute("data-count") or -1)
+
+
+def _wait_count(page, expected: int) -> None:
+    page.wait_for_function(
+        "n => { const o = document.querySelector('[data-live-count]');"
+        " return o.classList.contains('ok') && o.dataset.count === String(n); }", arg=expected)
+
+
+def test_build_a_segment_in_the_browser_and_see_its_members(page, kizuna_server):
+    run = os.urandom(3).hex()
+    _shell(kizuna_server, SETUP.format(run=run))
+    login(page)
+    page.goto("/segments/")
+    page.click("text=New segment")
+    page.wait_for_url("**/segments/new/")
+    page.fill("#id_name", f"製造業で料金ページ {run}")
+    builder = page.locator("[data-segment-builder]")
+    assert builder.is_visible()
+    assert page.locator("[data-filter-json-box]").get_attribute("open") is None  # JSON folded away by the builder
+    everyone = _count(page)
+    assert everyone >= 12
+
+    root = "[data-segment-builder] > div > .seg-group > .seg-group-foot"
+    # The first condition offered is "Email contains": this run's contacts only
+    page.click(f"{root} > button:text-is('+ Condition')")
+    page.fill("[data-path='all[0]'] input[data-part=value]", run)
+    _wait_count(page, 12)
+
+    # Industry is manufacturing
+    page.click(f"{root} > button:text-is('+ Condition')")
+    page.select_option("[data-path='all[1]'] .seg-subject", "field:industry")
+    page.select_option("[data-path='all[1]'] select[data-part=value]", ["manufacturing"])
+    _wait_count(page, 8)
+
+    # … who visited the pricing page: first with no text, which the count names as the fault
+    page.click(f"{root} > button:text-is('+ Condition')")
+    page.select_option("[data-path='all[2]'] .seg-subject", "page")
+    page.wait_for_selector("[data-live-count].bad")
+    assert "all[2].where[0].value" in page.locator("[data-live-count]").inner_text()
+    assert page.locator("[data-path='all[2]'].has-error input[data-part='where[0].value'].has-error").count() == 1
+    _shot(page, "segment-builder-error")
+    page.fill("[data-path='all[2]'] input[data-part='where[0].value']", "/pricing")
+    _wait_count(page, sum(1 for i in range(8) if i % 3))
+    # … at least twice
+    page.fill("[data-path='all[2]'] input[data-part='count.value']", "2")
+    twice = sum(1 for i in range(8) if i % 3 == 2)
+    _wait_count(page, twice)
+
+    # NOT turns a condition into its opposite, and back
+    page.click("[data-path='all[2]'] > .seg-line > button:text-is('Not')")
+    _wait_count(page, 8 - twice)
+    assert page.locator("[data-path='all[2]'].seg-not").count() == 1
+    page.click("[data-path='all[2]'] > .seg-not-head > button:text-is('Remove NOT')")
+    _wait_count(page, twice)
+
+    # A nested "any" group: has the tag, or is in Tokyo
+    page.click(f"{root} > button:text-is('+ Group')")
+    group_foot = "[data-path='all[3]'] > .seg-group-foot > button:text-is('+ Condition')"
+    page.click(group_foot)
+    page.select_option("[data-path='all[3].any[0]'] .seg-subject", "field:tag")
+    page.fill("[data-path='all[3].any[0]'] input[data-part=value]", "<b>vip</b>")
+    _wait_count(page, sum(1 for i in range(8) if i % 3 == 2 and i % 4 == 0))
+    page.click(group_foot)
+    page.select_option("[data-path='all[3].any[1]'] .seg-subject", "field:prefecture")
+    page.select_option("[data-path='all[3].any[1]'] select[data-part=value]", ["13"])
+    _wait_count(page, twice)  # everyone is in Tokyo
+    _shot(page, "segment-builder")
+
+    tree = json.loads(page.locator("[data-filter-json]").input_value())
+    assert tree == {"all": [
+        {"field": "email", "op": "contains", "value": run},
+        {"field": "industry", "op": "in", "value": ["manufacturing"]},
+        {"event": "page", "where": [{"field": "path", "op": "contains", "value": "/pricing"}],
+         "count": {"op": "gte", "value": 2}, "within_days": 30},
+        {"any": [{"field": "tag", "op": "has", "value": "<b>vip</b>"},
+                 {"field": "prefecture", "op": "in", "value": ["13"]}]},
+    ]}
+
+    # Editing the JSON by hand redraws the builder
+    page.click("[data-filter-json-box] summary")
+    page.fill("[data-filter-json]", json.dumps({"all": tree["all"][:3]}))
+    page.wait_for_function("() => !document.querySelector(\"[data-path='all[3]']\")")
+    _wait_count(page, twice)
+
+    page.click("button:has-text('Save segment')")
+    page.wait_for_url("**/segments/*/")
+    # The worker computes the members; the page polls and reloads when it is done.
+    page.wait_for_selector("[data-member-count]")
+    page.wait_for_function("() => !document.querySelector('[data-progress-url]')", timeout=60_000)
+    assert page.locator("[data-member-count]").inner_text() == str(twice)
+    members = page.locator("[data-members] tbody tr")
+    assert members.count() == twice
+    assert "<i>製造" in members.first.inner_text()  # shown as text, never as markup
+    assert page.locator("[data-growth] svg.growth-chart circle").count() >= 1
+    words = page.locator("[data-description]").inner_text()
+    assert "Industry is any of Manufacturing" in words and "at least 2 times in the last 30 days" in words
+    assert page.locator("[data-changes] tbody tr").count() == twice
+    # Counts of earlier days, as the worker records them each day, draw the growth line.
+    segment_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    _shell(kizuna_server, HISTORY.format(segment=segment_id))
+    page.reload()
+    assert page.locator("[data-growth] svg.growth-chart circle").count() == 5
+    assert page.locator("[data-growth] svg.growth-chart polyline").count() == 1
+    _shot(page, "segment-detail")
+
+    page.goto("/segments/")
+    assert f"製造業で料金ページ {run}" in page.locator("[data-segments]").inner_text()
+    _shot(page, "segment-list")
+
+    try:
+        page.select_option("#lang-select", "ja")
+        page.wait_for_function("document.documentElement.lang === 'ja'")
+        _shot(page, "segment-list-ja")
+        page.click(f"text=製造業で料金ページ {run}")
+        page.wait_for_selector("[data-member-count]")
+        _shot(page, "segment-detail-ja")
+        page.click("a[href$='/edit/']")
+        page.wait_for_selector("[data-live-count].ok")
+        _wait_count(page, twice)
+        _shot(page, "segment-builder-ja")
+    finally:
+        page.select_option("#lang-select", "en")
+        page.wait_for_function("document.documentElement.lang === 'en'")
