@@ -174,6 +174,71 @@ def test_ab_test_sends_sample_then_winner_by_human_clicks(world):
     assert rest == 90 and Message.objects.filter(bulk=send, status="sent").count() == 100
 
 
+def test_bulk_send_to_a_segment_goes_to_its_current_members(logged_in, world):
+    from kizuna.messaging import bulk
+    from kizuna.segments import membership, services
+
+    makers = [Contact.objects.create(email=f"m{i}@example.jp", industry="manufacturing") for i in range(4)]
+    Contact.objects.create(email="r@example.jp", industry="retail")
+    Contact.objects.create(email=None, industry="manufacturing")  # no address: nobody to send to
+    segment = services.save(None, None, name="製造業", tree={"field": "industry", "op": "in",
+                                                            "value": ["manufacturing"]})
+    seminar = ContactList.objects.create(name="展示会リスト")
+    form = logged_in.get(reverse("messaging:bulk_create"), {"segment": segment.pk}).content.decode()
+    assert f'<option value="{segment.pk}" selected>製造業</option>' in form
+
+    base = {"name": "製造業へ", "template": world["template"].pk, "send_now": "on", "ab_sample_percent": 0,
+            "ab_metric": "clicks", "ab_wait_minutes": 240}
+    neither = logged_in.post(reverse("messaging:bulk_create"), base)
+    assert "Choose a list or a segment to send to." in neither.content.decode()
+    both = logged_in.post(reverse("messaging:bulk_create"), {**base, "contact_list": seminar.pk,
+                                                            "segment": segment.pk})
+    assert "Choose a list or a segment, not both." in both.content.decode()
+    assert not BulkSend.objects.exists()
+
+    response = logged_in.post(reverse("messaging:bulk_create"), {**base, "segment": segment.pk})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    send = BulkSend.objects.get(name="製造業へ")
+    assert send.segment == segment and send.contact_list is None
+    # The segment's members are not computed yet: the send waits for the worker instead of
+    # addressing no one.
+    bulk.tick()
+    send.refresh_from_db()
+    assert send.status == "scheduled" and not Message.objects.filter(bulk=send).exists()
+    assert "data-segment-pending" in logged_in.get(reverse("messaging:bulk_detail", args=[send.pk])).content.decode()
+
+    membership.refresh_due()
+    Contact.objects.filter(pk=makers[0].pk).update(industry="retail")  # left after the last computation
+    bulk.tick()
+    outbox.drain(transport=transports.CaptureTransport())
+    send.refresh_from_db()
+    assert send.total == 4  # the membership as computed, not a fresh evaluation of the filter
+    assert set(Message.objects.filter(bulk=send, status="sent").values_list("to_email", flat=True)) == {
+        c.email for c in makers}
+    listing = logged_in.get(reverse("messaging:bulk_list")).content.decode()
+    assert f'href="{reverse("segments:detail", args=[segment.pk])}">製造業</a>' in listing
+    detail = logged_in.get(reverse("segments:detail", args=[segment.pk])).content.decode()
+    assert reverse("messaging:bulk_detail", args=[send.pk]) in detail  # "used by"
+
+
+def test_audience_is_a_list_or_a_segment_never_both(world):
+    from kizuna.messaging import bulk
+    from kizuna.segments.models import Segment
+
+    segment = Segment.objects.create(name="S", filter={"all": []}, needs_full=False)
+    seminar = ContactList.objects.create(name="L")
+    send = BulkSend(name="x", template=world["template"], version=world["version"])
+    with pytest.raises(bulk.BulkError, match="choose a list or a segment to send to"):
+        bulk.audience(send)
+    send.contact_list, send.segment = seminar, segment
+    with pytest.raises(bulk.BulkError, match="not both"):
+        bulk.audience(send)
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        send.save()  # the database refuses it too
+
+
 def test_contact_strings_are_escaped_on_every_email_page(logged_in, world):
     contact = Contact.objects.create(email="evil@example.jp", family_name=XSS)
     message, _ = outbox.enqueue(contact, world["version"], key="xss")

@@ -19,7 +19,7 @@ from django.utils import timezone
 from kizuna.accounts.models import AuditLog
 from kizuna.contacts.models import Contact, ContactList, CustomField, ListMembership, SubscriptionTopic, Tag
 from kizuna.events.models import Event
-from kizuna.messaging.models import EmailTemplate, Sender
+from kizuna.messaging.models import BulkSend, EmailTemplate, Sender, TemplateVersion
 from kizuna.scoring.models import ScoringModel
 from kizuna.segments import builder, filters, membership, services
 from kizuna.segments.describe import Names, describe
@@ -323,6 +323,18 @@ def test_a_segment_in_use_is_not_deleted(logged_in, world):
     assert "Segment 製造業 deleted." in response.content.decode()
     assert not Segment.objects.exists()
     assert AuditLog.objects.filter(action="delete", object_type="segments.segment").count() == 2
+
+
+def test_a_segment_a_bulk_send_uses_is_not_deleted(logged_in, world):
+    segment = _segment("製造業", MAKERS, compute=False)
+    sender = Sender.objects.create(name="M", from_name="M", from_email="m@k.example", organisation="K",
+                                   postal_address="東京都")
+    template = EmailTemplate.objects.create(name="T", sender=sender)
+    version = TemplateVersion.objects.create(template=template, number=1, subject="s", html="<p>x</p>", text="x")
+    BulkSend.objects.create(name="秋の案内", template=template, version=version, segment=segment)
+    response = logged_in.post(reverse("segments:delete", args=[segment.pk]), follow=True)
+    assert "used by: bulk send “秋の案内”" in response.content.decode()
+    assert Segment.objects.filter(pk=segment.pk).exists()
 
 
 # --- escaping ---------------------------------------------------------------------------------

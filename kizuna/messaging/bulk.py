@@ -1,5 +1,8 @@
 """一斉配信 (bulk sends): recipients become outbox rows, then the outbox sends them.
 
+The recipients are a contact list's members, or a segment's members at the moment the send is
+prepared (once the worker has computed the segment's current filter).
+
 Every recipient's row has the key `bulk:<send>:<contact>`, so preparing twice (a crash, a second
 click) adds nobody twice, and pausing only stops claiming: rows already claimed finish, the rest
 wait. An A/B test sends variants A and B to a sample, holds the rest, and after the set time
@@ -29,10 +32,24 @@ class BulkError(ValueError):
 
 
 def audience(bulk: BulkSend):
-    if bulk.contact_list_id is None:
-        raise BulkError("choose a list to send to")
-    return Contact.objects.filter(list_memberships__contact_list_id=bulk.contact_list_id).exclude(
-        email__isnull=True).exclude(email="")
+    """The contacts with an address in the send's list, or in its segment's current membership."""
+    if bulk.contact_list_id is None and bulk.segment_id is None:
+        raise BulkError("choose a list or a segment to send to")
+    if bulk.contact_list_id is not None and bulk.segment_id is not None:
+        raise BulkError("choose a list or a segment, not both")
+    if bulk.segment_id is not None:
+        contacts = Contact.objects.filter(segment_memberships__segment_id=bulk.segment_id)
+    else:
+        contacts = Contact.objects.filter(list_memberships__contact_list_id=bulk.contact_list_id)
+    return contacts.exclude(email__isnull=True).exclude(email="")
+
+
+def segment_pending(bulk: BulkSend) -> bool:
+    """True while the send's segment waits for the worker to compute the members of its filter:
+    preparing then would address whoever matched before (or no one, for a new segment)."""
+    from kizuna.segments.models import Segment
+
+    return bulk.segment_id is not None and Segment.objects.filter(pk=bulk.segment_id, needs_full=True).exists()
 
 
 def start(bulk: BulkSend, *, at=None) -> None:
@@ -48,7 +65,10 @@ def start(bulk: BulkSend, *, at=None) -> None:
 
 
 def prepare(bulk: BulkSend) -> int:
-    """Creates the outbox rows (idempotent, chunked); returns how many were added."""
+    """Creates the outbox rows (idempotent, chunked); returns how many were added. A send to a
+    segment whose members are being recomputed stays scheduled until they are."""
+    if bulk.status == BulkStatus.SCHEDULED and segment_pending(bulk):
+        return 0
     with sqlite_writer(), transaction.atomic():
         taken = BulkSend.objects.filter(pk=bulk.pk, status=BulkStatus.SCHEDULED).update(
             status=BulkStatus.PREPARING, started_at=timezone.now())

@@ -5,6 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from kizuna.contacts.models import ContactList
 from kizuna.messaging.models import BulkSend, EmailTemplate, Sender, SendingSettings, TemplateVersion
+from kizuna.segments.models import Segment
 
 
 class SenderForm(forms.ModelForm):
@@ -54,7 +55,7 @@ class BulkForm(forms.ModelForm):
 
     class Meta:
         model = BulkSend
-        fields = ["name", "template", "contact_list", "scheduled_at", "rate_per_minute", "variant_b",
+        fields = ["name", "template", "contact_list", "segment", "scheduled_at", "rate_per_minute", "variant_b",
                   "ab_sample_percent", "ab_metric", "ab_wait_minutes"]
         widgets = {"scheduled_at": forms.DateTimeInput(attrs={"type": "datetime-local"})}
 
@@ -62,13 +63,18 @@ class BulkForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["template"].queryset = EmailTemplate.objects.filter(current__isnull=False)
         self.fields["contact_list"].queryset = ContactList.objects.order_by("name")
-        self.fields["contact_list"].required = True
+        self.fields["segment"].queryset = Segment.objects.order_by("name")
+        self.fields["segment"].help_text = _("Its members when the send starts. Choose a list or a segment.")
         self.fields["variant_b"].queryset = TemplateVersion.objects.select_related("template").order_by(
             "template__name", "-number")
         self.fields["variant_b"].label_from_instance = lambda v: f"{v.template.name} v{v.number}: {v.subject}"
 
     def clean(self):
         data = super().clean()
+        if not data.get("contact_list") and not data.get("segment"):
+            self.add_error("contact_list", _("Choose a list or a segment to send to."))
+        elif data.get("contact_list") and data.get("segment"):
+            self.add_error("segment", _("Choose a list or a segment, not both."))
         if data.get("variant_b") and not data.get("ab_sample_percent"):
             self.add_error("ab_sample_percent", _("Choose the share of the list that tests the two variants."))
         if data.get("ab_sample_percent") and not data.get("variant_b"):

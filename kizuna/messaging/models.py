@@ -124,7 +124,7 @@ class BulkStatus(models.TextChoices):
 
 
 class BulkSend(models.Model):
-    """一斉配信: one template to a list, scheduled, throttled, pausable, with an optional A/B test."""
+    """一斉配信: one template to a list or a segment, scheduled, throttled, pausable, with an optional A/B test."""
 
     name = models.CharField(_("name"), max_length=200)
     template = models.ForeignKey(EmailTemplate, verbose_name=_("template"), on_delete=models.PROTECT)
@@ -135,6 +135,9 @@ class BulkSend(models.Model):
     )
     contact_list = models.ForeignKey(ContactList, verbose_name=_("list"), null=True, blank=True,
                                      on_delete=models.PROTECT)
+    # The audience is a list or a segment (its membership when the send is prepared), never both.
+    segment = models.ForeignKey("segments.Segment", verbose_name=_("segment"), null=True, blank=True,
+                                on_delete=models.PROTECT, related_name="bulk_sends")
     status = models.CharField(_("status"), max_length=16, choices=BulkStatus.choices, default=BulkStatus.DRAFT)
     scheduled_at = models.DateTimeField(_("send at"), null=True, blank=True)
     rate_per_minute = models.PositiveIntegerField(_("at most per minute"), null=True, blank=True)
@@ -154,6 +157,8 @@ class BulkSend(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = _("bulk send")
+        constraints = [models.CheckConstraint(condition=~models.Q(contact_list__isnull=False, segment__isnull=False),
+                                              name="bulk_list_or_segment")]
 
     def __str__(self) -> str:
         return self.name

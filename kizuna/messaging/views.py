@@ -240,13 +240,14 @@ def sender_dns(request, pk: int):
 # --- bulk sends ------------------------------------------------------------------------------
 @capability_required("email.view")
 def bulk_list(request):
-    sends = BulkSend.objects.select_related("template", "contact_list").order_by("-created_at")[:200]
+    sends = BulkSend.objects.select_related("template", "contact_list", "segment").order_by("-created_at")[:200]
     return render(request, "messaging/bulk_list.html", {"sends": sends})
 
 
 @capability_required("email.send")
 def bulk_create(request):
-    form = BulkForm(request.POST or None)
+    segment = request.GET.get("segment", "")
+    form = BulkForm(request.POST or None, initial={"segment": int(segment)} if segment.isdigit() else None)
     if request.method == "POST" and form.is_valid():
         send = form.save(commit=False)
         send.version = send.template.current
@@ -258,7 +259,8 @@ def bulk_create(request):
         except bulk_sends.BulkError as exc:
             form.add_error(None, str(exc))
         else:
-            audit.record(request.user, "create", send, changes={"list": send.contact_list_id})
+            audit.record(request.user, "create", send, changes={"list": send.contact_list_id,
+                                                                "segment": send.segment_id})
             return redirect("messaging:bulk_detail", pk=send.pk)
     return render(request, "messaging/bulk_form.html", {"form": form})
 
@@ -282,7 +284,8 @@ def _bulk_state(send: BulkSend) -> dict:
 
 @capability_required("email.view")
 def bulk_detail(request, pk: int):
-    send = get_object_or_404(BulkSend.objects.select_related("template", "contact_list", "version"), pk=pk)
+    send = get_object_or_404(BulkSend.objects.select_related("template", "contact_list", "segment", "version"),
+                             pk=pk)
     sent = Message.objects.filter(bulk=send)
     return render(request, "messaging/bulk_detail.html", {
         "send": send, "state": _bulk_state(send), "stats": reports.summary(sent), "links": reports.links(sent),

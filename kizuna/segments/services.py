@@ -4,7 +4,7 @@
   audits the change; the membership follows in the worker (membership.save_segment).
 - `count`: how many contacts a filter matches now, and how long that took — the builder's live
   count, computed by the same SQL as the membership.
-- `delete`: refused while another segment's filter uses the segment, naming them.
+- `delete`: refused while another segment's filter or a bulk send uses the segment, naming them.
 - `request_recompute`: asks the worker for a full recompute instead of running it in the
   request, so a page never races the worker writing the same membership.
 - `growth` and `chart`: the daily counts (SegmentCount) for the list and the detail page.
@@ -41,11 +41,11 @@ class SegmentError(ValueError):
 
 
 class SegmentInUse(SegmentError):
-    """The segment cannot be deleted: `segments` still use it."""
+    """The segment cannot be deleted: `users` names what still uses it."""
 
-    def __init__(self, segments: list[Segment]):
-        self.segments = segments
-        names = [f"segment {s.name!r}" for s in segments]
+    def __init__(self, segments: list[Segment], bulk_sends: list):
+        self.segments, self.bulk_sends = segments, bulk_sends
+        names = [f"segment {s.name!r}" for s in segments] + [f"bulk send {b.name!r}" for b in bulk_sends]
         super().__init__({"segment": "is used by " + ", ".join(names)}, conflict=True)
 
 
@@ -107,8 +107,10 @@ def count(tree: Any, *, segment_id: int | None = None) -> dict[str, Any]:
     return {"count": n, "ms": round((time.perf_counter() - started) * 1000), "filter": checked}
 
 
-def users_of(segment: Segment) -> list[Segment]:
-    """The segments whose filter names this one."""
+def users_of(segment: Segment) -> tuple[list[Segment], list]:
+    """The segments whose filter names this one, and the bulk sends addressed to it."""
+    from kizuna.messaging.models import BulkSend
+
     referring = []
     for other in Segment.objects.exclude(pk=segment.pk).order_by("name"):
         try:
@@ -117,14 +119,14 @@ def users_of(segment: Segment) -> list[Segment]:
             refs = set(other.triggers.get("segments", []) if isinstance(other.triggers, dict) else [])
         if segment.pk in refs:
             referring.append(other)
-    return referring
+    return referring, list(BulkSend.objects.filter(segment=segment).order_by("-created_at"))
 
 
 def delete(actor, segment: Segment) -> None:
     """Deletes a segment nobody uses; SegmentInUse names the users otherwise."""
-    segments = users_of(segment)
-    if segments:
-        raise SegmentInUse(segments)
+    segments, sends = users_of(segment)
+    if segments or sends:
+        raise SegmentInUse(segments, sends)
     with transaction.atomic():
         audit.record(actor, "delete", segment, changes={"name": [segment.name, None]})
         segment.delete()

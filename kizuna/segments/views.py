@@ -82,13 +82,13 @@ def segment_detail(request, pk: int):
         description = describe(segment.filter, names)
     except (KeyError, TypeError, AttributeError):  # stored by hand without checking: show the JSON
         description = None
-    used_by = services.users_of(segment)
+    used_by, bulk_sends = services.users_of(segment)
     return render(request, "segments/segment_detail.html", {
         "segment": segment, "description": description, "growth": services.growth(segment),
         "chart": services.chart(segment),
         "sample": services.members(segment).select_related("company", "owner").order_by("id")[:SAMPLE_SIZE],
         "changes": SegmentChange.objects.filter(segment=segment).select_related("contact")[:CHANGES_SHOWN],
-        "used_by": used_by,
+        "used_by": used_by, "bulk_sends": bulk_sends,
         "filter_json": json.dumps(segment.filter, ensure_ascii=False, indent=2),
     })
 
@@ -120,6 +120,7 @@ def segment_delete(request, pk: int):
         services.delete(request.user, segment)
     except services.SegmentInUse as exc:
         used = [_("segment “%(name)s”") % {"name": s.name} for s in exc.segments]
+        used += [_("bulk send “%(name)s”") % {"name": b.name} for b in exc.bulk_sends]
         messages.error(request, _("%(name)s cannot be deleted while it is used by: %(users)s. Change those "
                                   "first.") % {"name": segment.name, "users": ", ".join(used)})
         return redirect("segments:detail", pk=pk)
