@@ -255,7 +255,7 @@ def test_the_filter_is_described_in_words(db):
     assert "Company · Employees is at least 300" in text
     assert "Does not have the tag “競合”" in text and "Is in the list “セミナー”" in text
     assert "Grade (Default) is at least B" in text
-    assert "Created is within the last (days) 90 days" in text
+    assert "Created is within the last 90 days" in text
     assert "Visited a page where page path contains “/pricing” at least 2 times in the last 30 days" in text
     assert "Submitted a form where property form is “資料請求” ever" in text
     assert "Clicked a link in “月刊ニュース” in the last 14 days" in text

@@ -15,32 +15,57 @@ from typing import Any
 from django.conf import settings
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from kizuna.contacts.models import Company, ConsentStatus, Contact, CustomField
 from kizuna.segments import filters
 
 OP_LABELS = {
-    "equals": _lazy("is"), "not_equals": _lazy("is not"), "contains": _lazy("contains"),
-    "not_contains": _lazy("does not contain"), "starts_with": _lazy("starts with"), "ends_with": _lazy("ends with"),
-    "is_set": _lazy("is set"), "is_not_set": _lazy("is not set"), "in": _lazy("is any of"),
-    "not_in": _lazy("is none of"), "before": _lazy("is before"), "after": _lazy("is after"),
-    "in_last_days": _lazy("is within the last (days)"), "not_in_last_days": _lazy("is not within the last (days)"),
-    "eq": _lazy("equals"), "gte": _lazy("is at least"), "lte": _lazy("is at most"), "is_true": _lazy("is yes"),
-    "is_false": _lazy("is no"), "has_any": _lazy("has any of"), "has_all": _lazy("has all of"),
+    "equals": gettext_lazy("is"),
+    "not_equals": gettext_lazy("is not"),
+    "contains": gettext_lazy("contains"),
+    "not_contains": gettext_lazy("does not contain"),
+    "starts_with": gettext_lazy("starts with"),
+    "ends_with": gettext_lazy("ends with"),
+    "is_set": gettext_lazy("is set"),
+    "is_not_set": gettext_lazy("is not set"),
+    "in": gettext_lazy("is any of"),
+    "not_in": gettext_lazy("is none of"),
+    "before": gettext_lazy("is before"),
+    "after": gettext_lazy("is after"),
+    "in_last_days": gettext_lazy("is within the last … days"),
+    "not_in_last_days": gettext_lazy("is not within the last … days"),
+    "eq": gettext_lazy("equals"),
+    "gte": gettext_lazy("is at least"),
+    "lte": gettext_lazy("is at most"),
+    "is_true": gettext_lazy("is yes"),
+    "is_false": gettext_lazy("is no"),
+    "has_any": gettext_lazy("has any of"),
+    "has_all": gettext_lazy("has all of"),
 }
 # Operators whose words depend on what they apply to.
 KIND_OP_LABELS = {
-    "tag": {"has": _lazy("has the tag"), "has_not": _lazy("does not have the tag")},
-    "list": {"in": _lazy("is in the list"), "not_in": _lazy("is not in the list")},
-    "score.grade": {"at_least": _lazy("is at least"), "in": _lazy("is any of")},
+    "tag": {"has": gettext_lazy("has the tag"), "has_not": gettext_lazy("does not have the tag")},
+    "list": {"in": gettext_lazy("is in the list"), "not_in": gettext_lazy("is not in the list")},
+    "score.grade": {"at_least": gettext_lazy("is at least"), "in": gettext_lazy("is any of")},
 }
-EVENT_FIELD_LABELS = {"path": _lazy("page path"), "url": _lazy("URL"), "title": _lazy("page title"),
-                      "referrer": _lazy("referrer")}
-COUNT_LABELS = {"gte": _lazy("at least"), "lte": _lazy("at most"), "eq": _lazy("exactly")}
-EMAIL_LABELS = {"sent": _lazy("Was sent"), "opened": _lazy("Opened"), "clicked": _lazy("Clicked a link in")}
-SCORE_LABELS = {"score.engagement": _lazy("Engagement score"), "score.fit": _lazy("Fit score"),
-                "score.grade": _lazy("Grade")}
+EVENT_FIELD_LABELS = {
+    "path": gettext_lazy("page path"),
+    "url": gettext_lazy("URL"),
+    "title": gettext_lazy("page title"),
+    "referrer": gettext_lazy("referrer"),
+}
+COUNT_LABELS = {"gte": gettext_lazy("at least"), "lte": gettext_lazy("at most"), "eq": gettext_lazy("exactly")}
+EMAIL_LABELS = {
+    "sent": gettext_lazy("Was sent"),
+    "opened": gettext_lazy("Opened"),
+    "clicked": gettext_lazy("Clicked a link in"),
+}
+SCORE_LABELS = {
+    "score.engagement": gettext_lazy("Engagement score"),
+    "score.fit": gettext_lazy("Fit score"),
+    "score.grade": gettext_lazy("Grade"),
+}
 FORM_EVENT = "Form Submitted"
 
 
@@ -138,8 +163,6 @@ def value_text(node: dict, names: Names) -> str:
         return _quoted(names.lists.get(value, f"#{value}"))
     if name == "owner":
         return ", ".join(names.users.get(v, f"#{v}") for v in value)
-    if op in {"in_last_days", "not_in_last_days"}:
-        return _("%(n)s days") % {"n": value}
     if op in {"before", "after"}:
         return str(value)
     labels = choice_labels(name, names)
@@ -159,11 +182,18 @@ class Line:
     negated: bool = False
 
 
+def _condition(field_text: str, op: str, value: str = "") -> str:
+    if not value:
+        return _("%(field)s %(op)s") % {"field": field_text, "op": op}
+    return _("%(field)s %(op)s %(value)s") % {"field": field_text, "op": op, "value": value}
+
+
 def _count_text(count: dict) -> str:
     op, n = count["op"], count["value"]
     if op == "gte" and n == 1:
         return ""
-    return _("%(how)s %(n)s times") % {"how": COUNT_LABELS[op], "n": n}
+    return {"gte": _("at least %(n)s times"), "lte": _("at most %(n)s times"),
+            "eq": _("exactly %(n)s times")}[op] % {"n": n}
 
 
 def _window_text(days: int | None) -> str:
@@ -176,7 +206,7 @@ def _where_text(where: list[dict]) -> str:
         fname = cond["field"]
         label = (_("property %(name)s") % {"name": fname[11:]} if fname.startswith("properties.")
                  else str(EVENT_FIELD_LABELS.get(fname, fname)))
-        parts.append(f"{label} {op_label('', cond['op'])} {_quoted(cond['value'])}")
+        parts.append(_condition(label, op_label("", cond["op"]), _quoted(cond["value"])))
     return _(" and ").join(parts)
 
 
@@ -202,7 +232,8 @@ def _email_text(node: dict, names: Names) -> str:
     never = node["count"] == {"op": "eq", "value": 0}
     template = node["template"]
     which = _("any email") if template is None else _quoted(names.templates.get(template, f"#{template}"))
-    what = f"{EMAIL_LABELS[node['email']]} {which}"
+    what = {"sent": _("Was sent %(email)s"), "opened": _("Opened %(email)s"),
+            "clicked": _("Clicked a link in %(email)s")}[node["email"]] % {"email": which}
     if never:
         what = _("Never: %(what)s") % {"what": what}
     parts = [what, "" if never else _count_text(node["count"]), _window_text(node["within_days"])]
@@ -210,15 +241,21 @@ def _email_text(node: dict, names: Names) -> str:
 
 
 def _field_text(node: dict, names: Names) -> str:
-    name = node["field"]
+    name, op = node["field"], node["op"]
     label = field_label(name, names)
     if name.startswith("score."):
         label = f"{label} ({names.models.get(node.get('model'), '#' + str(node.get('model')))})"
     if name == "tag":
-        return f"{capfirst(op_label(name, node['op']))} {_quoted(node['value'])}"
+        text = _("Has the tag %(tag)s") if op == "has" else _("Does not have the tag %(tag)s")
+        return text % {"tag": _quoted(node["value"])}
     if name == "list":
-        return f"{capfirst(op_label(name, node['op']))} {value_text(node, names)}"
-    return " ".join(p for p in (label, op_label(name, node["op"]), value_text(node, names)) if p)
+        text = _("Is in the list %(list)s") if op == "in" else _("Is not in the list %(list)s")
+        return text % {"list": value_text(node, names)}
+    if op == "in_last_days":
+        return _("%(field)s is within the last %(n)s days") % {"field": label, "n": node["value"]}
+    if op == "not_in_last_days":
+        return _("%(field)s is not within the last %(n)s days") % {"field": label, "n": node["value"]}
+    return _condition(label, op_label(name, op), value_text(node, names))
 
 
 def describe(node: dict, names: Names) -> Line:
