@@ -27,7 +27,7 @@ from kizuna.segments.describe import (
 TAG_SUGGESTIONS = 500
 KNOWN_EVENTS = ["Form Submitted", "File Downloaded", "Outbound Link Clicked", "Email Opened", "Email Clicked",
                 "Email Bounced", "Unsubscribed"]
-RECENT_EVENTS = 2000
+RECENT_EVENTS = 20_000
 
 
 def _field(name: str, group: str, kind: str, names: Names) -> dict[str, Any]:
@@ -55,13 +55,18 @@ def fields(names: Names) -> list[dict[str, Any]]:
 
 
 def _event_names() -> list[str]:
-    """Known event names, then the ones tracked lately (a bounded look at the newest events)."""
+    """Known event names, then the ones tracked among the newest events: a range of ids, so the
+    look stays one index range however many page views there are between two tracked events."""
+    from django.db.models import Max
+
     from kizuna.events.models import Event
     from kizuna.scoring.models import EngagementRule
 
     seen = dict.fromkeys(KNOWN_EVENTS)
     seen.update(dict.fromkeys(EngagementRule.objects.exclude(event="page").values_list("event", flat=True)))
-    recent = Event.objects.filter(type="track").order_by("-id").values_list("name", flat=True)[:RECENT_EVENTS]
+    newest = Event.objects.aggregate(newest=Max("id"))["newest"] or 0
+    recent = (Event.objects.filter(id__gt=newest - RECENT_EVENTS, type__in=["track", "screen"])
+              .order_by().values_list("name", flat=True).distinct())
     seen.update(dict.fromkeys(n for n in recent if n))
     return sorted(seen)
 
