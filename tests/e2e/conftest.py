@@ -103,16 +103,17 @@ def kizuna_server():
     procs = server.procs.values()
     base = server
     deadline = time.monotonic() + 120  # a loaded CI machine can take a while to import everything
-    while True:
-        try:
-            urllib.request.urlopen(base + "/login/", timeout=2)  # noqa: S310
-            break
-        except OSError:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                logs.flush()
-                raise RuntimeError("Kizuna did not start:\n" + (data_dir / "processes.log").read_text()) from None
-            time.sleep(0.3)
+    # If the processes never answer, the finally below still stops them and drops the database.
     try:
+        while True:
+            try:
+                urllib.request.urlopen(base + "/login/", timeout=2)  # noqa: S310
+                break
+            except OSError:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    logs.flush()
+                    raise RuntimeError("Kizuna did not start:\n" + (data_dir / "processes.log").read_text()) from None
+                time.sleep(0.3)
         yield server
     finally:
         procs = list(server.procs.values())
