@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "kizuna.handoff",
     "kizuna.lifecycle",
     "kizuna.segments",
+    "kizuna.journeys",
     "kizuna.web",
 ]
 
@@ -127,6 +128,7 @@ TASKS = {
 KIZUNA_EVENT_HANDLERS: list[str] = [
     "kizuna.scoring.engine.on_events",  # first: segments read the scores it changes
     "kizuna.segments.membership.on_events",
+    "kizuna.journeys.triggers.on_events",  # last: sees the scores, stages and segments just changed
 ]
 KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)
 KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
