@@ -202,12 +202,12 @@ class _Checker:
         if "label" in node:
             out["label"] = self.text(node["label"], f"{path}.label", required=False)
         links = {"condition": ("then", "else"), "wait_event": ("then", "else"), "split": (), "exit": ()}
-        for key in links.get(kind, ("next",)):
+        link_keys = links.get(kind, ("next",))
+        for key in link_keys:
             if node.get(key) is not None:
                 out[key] = node[key]
         getattr(self, f"node_{kind}")(node, out, path)
-        allowed = set(out) | {"label"}
-        self.only(node, allowed | {k for k in ("next",) if node.get(k) is None}, path)
+        self.only(node, set(out) | {"label"} | {k for k in link_keys if node.get(k) is None}, path)
         return out
 
     def node_wait(self, node: dict, out: dict, path: str) -> None:
