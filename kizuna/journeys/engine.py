@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 ACTIVE, WAITING = Enrollment.State.ACTIVE, Enrollment.State.WAITING
 OPEN = (ACTIVE, WAITING)
-BATCH = 200
 MAX_STEPS_PER_RUN = 100  # a guard: the graph check already refuses loops without a wait
 MAX_ATTEMPTS = 3
 RETRY_AFTER = timedelta(minutes=5)
@@ -319,7 +318,11 @@ def _claim(limit: int, now: datetime) -> list[Enrollment]:
     return list(due[:limit])
 
 
-def advance(limit: int = BATCH, now: datetime | None = None) -> int:
+def batch_size() -> int:
+    return getattr(settings, "KIZUNA_JOURNEY_BATCH", 200)
+
+
+def advance(limit: int | None = None, now: datetime | None = None) -> int:
     """Claims due enrollments and runs their steps; returns the steps executed.
 
     One transaction for the batch, one savepoint per enrollment: a step that raises rolls back
@@ -327,7 +330,7 @@ def advance(limit: int = BATCH, now: datetime | None = None) -> int:
     now = now or timezone.now()
     steps = 0
     with sqlite_writer(), transaction.atomic():
-        batch = _claim(limit, now)
+        batch = _claim(limit or batch_size(), now)
         if not batch:
             return 0
         runner = Runner(now, batch)
