@@ -440,3 +440,43 @@ def test_webhook_step_is_delivered_signed_through_the_hand_off_queue(world):
     payload, event = got[0]
     assert event == "journey.step" and payload["journey"]["name"] == "Hooked" and payload["text"] == "demo booked"
     assert Delivery.objects.get().status == "sent"
+
+
+def test_schedule_occurrences_monthly_and_weekly():
+    tokyo = timing.zone("Asia/Tokyo")
+    now = datetime(2026, 12, 1, 0, 30, tzinfo=UTC)  # Tuesday 1 December 09:30 JST
+    monthly = {"every": "month", "day": 1, "at": "10:00"}
+    assert triggers.last_occurrence(monthly, now, tokyo) == datetime(2026, 11, 1, 10, 0, tzinfo=tokyo)
+    assert triggers.last_occurrence(monthly, now + timedelta(hours=1), tokyo) == datetime(2026, 12, 1, 10, 0,
+                                                                                           tzinfo=tokyo)
+    january = datetime(2027, 1, 1, 0, 0, tzinfo=UTC)  # 09:00 JST: December's is the last one
+    assert triggers.last_occurrence(monthly, january, tokyo) == datetime(2026, 12, 1, 10, 0, tzinfo=tokyo)
+    weekly = {"every": "week", "day": 0, "at": "08:00"}  # Mondays
+    assert triggers.last_occurrence(weekly, now, tokyo) == datetime(2026, 11, 30, 8, 0, tzinfo=tokyo)
+    monday_early = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)  # Monday 07:00 JST
+    assert triggers.last_occurrence(weekly, monday_early, tokyo) == datetime(2026, 11, 23, 8, 0, tzinfo=tokyo)
+
+
+@pytest.mark.django_db
+def test_leaving_the_segment_exits_the_journey_and_cancels_its_wait(world):
+    segment = membership.save_segment(Segment.objects.create(name="Trial users"),
+                                      {"field": "industry", "op": "in", "value": ["it"]})
+    membership.recompute(segment)
+    j = journey("Trial nurture", _graph(
+        {"id": "w", "type": "wait", "duration": {"days": 7}, "next": "t"}, {"id": "t", "type": "add_tag", "tag": "x"},
+        trigger={"type": "segment", "segment": segment.pk}), exit_filter={"not": {"segment": segment.pk}})
+    p = contact(world, "trial@example.co.jp")
+    from kizuna.contacts.services import update_contact
+
+    with time_machine.travel(START, tick=False):
+        update_contact(None, p, {"industry": "it"})
+        engine.tick()
+        assert Enrollment.objects.get(journey=j).state == "waiting"
+    with time_machine.travel(START + timedelta(days=2), tick=False):
+        update_contact(None, p, {"industry": "manufacturing"})
+        engine.tick()
+    e = Enrollment.objects.get(journey=j)
+    assert (e.state, e.reason, e.due_at) == ("exited", "exit condition", None)
+    with time_machine.travel(START + timedelta(days=8), tick=False):
+        engine.tick()
+    assert not p.tags.exists()

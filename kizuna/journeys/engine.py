@@ -367,11 +367,15 @@ def end_where(contact_ids: Iterable[int], now: datetime | None = None) -> int:
     ended = 0
     models = scoring_models()
     with sqlite_writer(), transaction.atomic():
-        open_rows = list(Enrollment.objects.filter(contact_id__in=ids, state__in=OPEN, journey_id__in=journeys)
-                         .values_list("journey_id", "contact_id"))
+        open_rows = Enrollment.objects.filter(contact_id__in=ids, state__in=OPEN, journey_id__in=journeys)
+        if connection.features.has_select_for_update_skip_locked:
+            # Rows a worker holds are checked by that worker before their next step.
+            open_rows = open_rows.select_for_update(skip_locked=True)
         by_journey: dict[int, set[int]] = {}
-        for jid, cid in open_rows:
+        rows: dict[tuple[int, int], list[int]] = {}
+        for pk, jid, cid in open_rows.values_list("pk", "journey_id", "contact_id"):
             by_journey.setdefault(jid, set()).add(cid)
+            rows.setdefault((jid, cid), []).append(pk)
         for jid, cids in by_journey.items():
             journey = journeys[jid]
             for tree, state, reason in ((journey.goal_filter, Enrollment.State.DONE, "goal"),
@@ -381,7 +385,7 @@ def end_where(contact_ids: Iterable[int], now: datetime | None = None) -> int:
                 base = Contact.objects.filter(pk__in=cids)
                 hit = set(filters.compile_queryset(tree, now, models, base=base).values_list("pk", flat=True))
                 if hit:
-                    ended += Enrollment.objects.filter(journey_id=jid, contact_id__in=hit, state__in=OPEN).update(
+                    ended += Enrollment.objects.filter(pk__in=[pk for c in hit for pk in rows[(jid, c)]]).update(
                         state=state, reason=reason, ended_at=now, due_at=None, waiting_for="", updated_at=now,
                         goal_reached_at=now if reason == "goal" else None)
                     cids -= hit
@@ -401,8 +405,10 @@ def resume_waiting(events: Sequence, now: datetime | None = None) -> int:
         return 0
     names = {"page" if e.type == "page" else e.name for e in events}
     waiting = Enrollment.objects.filter(state=WAITING, waiting_for__in=names, contact_id__in=by_contact)
-    if connection.features.has_select_for_update:
-        waiting = waiting.select_for_update(of=("self",))
+    if connection.features.has_select_for_update_skip_locked:
+        # A row a worker holds is one whose timeout is due (only due rows are claimed): the
+        # timeout wins, and event processing never waits on (or deadlocks with) a worker.
+        waiting = waiting.select_for_update(skip_locked=True, of=("self",))
     resumed = 0
     with sqlite_writer(), transaction.atomic():
         for e in waiting:
