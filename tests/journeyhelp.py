@@ -4,7 +4,10 @@ call that does what the worker does (journeys, outbox, notices) at the travelled
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
+
+import time_machine
 
 from kizuna.contacts.consent import set_consent
 from kizuna.contacts.models import ConsentStatus, Contact, SubscriptionTopic
@@ -39,11 +42,16 @@ def contact(world: dict, email: str, **fields) -> Contact:
     return c
 
 
+# Journeys in tests went live before anything they react to (what happens before that starts nothing).
+LIVE_SINCE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
 def journey(name: str, graph: dict, *, live: bool = True, **fields) -> Journey:
     j = Journey(name=name, **fields)
     engine.save_journey(j, graph)
     if live:
-        engine.set_status(j, Journey.Status.LIVE)
+        with time_machine.travel(LIVE_SINCE, tick=False):
+            engine.set_status(j, Journey.Status.LIVE)
     return j
 
 

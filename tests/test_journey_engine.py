@@ -480,3 +480,26 @@ def test_leaving_the_segment_exits_the_journey_and_cancels_its_wait(world):
     with time_machine.travel(START + timedelta(days=8), tick=False):
         engine.tick()
     assert not p.tags.exists()
+
+
+@pytest.mark.django_db
+def test_what_happened_before_the_journey_went_live_starts_nothing(world):
+    from kizuna.events import ingest, processing
+
+    j = journey("Late start", _graph({"id": "t", "type": "add_tag", "tag": "x"},
+                                     trigger={"type": "event", "event": "Form Submitted"}), live=False)
+    p = contact(world, "p@example.co.jp")
+    def info():
+        return ingest.RequestInfo(ip="126.33.10.20", user_agent="Mozilla/5.0 Chrome/131")
+
+    submitted = {"type": "track", "anonymousId": "a1", "event": "Form Submitted",
+                 "context": {"traits": {"email": p.email}}}
+    with time_machine.travel(START, tick=False):
+        ingest.ingest([submitted], info())  # received, not processed yet
+    with time_machine.travel(START + timedelta(minutes=5), tick=False):
+        engine.set_status(j, Journey.Status.LIVE)
+        processing.drain()
+        assert not Enrollment.objects.exists()
+        ingest.ingest([submitted], info())
+        processing.drain()
+    assert Enrollment.objects.filter(journey=j, contact=p).count() == 1

@@ -40,6 +40,12 @@ def live(kind: str) -> list[Journey]:
             .select_related("current") if j.current.graph["trigger"]["type"] == kind]
 
 
+def live_since(journey: Journey) -> datetime | None:
+    """When the journey last went live: what happened before that starts nothing."""
+    value = (journey.trigger_state or {}).get("live_since")
+    return datetime.fromisoformat(value) if value else None
+
+
 def event_dict(event) -> dict:
     return {"type": event.type, "name": event.name, "path": event.path, "url": event.url, "title": event.title,
             "referrer": event.referrer, "properties": event.properties or {}, "occurred_at": event.occurred_at,
@@ -59,7 +65,10 @@ def on_events(events: Sequence, *, replay: bool = False) -> None:
     for journey in journeys:
         trigger = journey.current.graph["trigger"]
         node = {"event": trigger["event"], "where": trigger.get("where", []), "within_days": None}
+        since = live_since(journey)
         for event in known:
+            if since and event.received_at < since:  # received: the server's clock, not the browser's
+                continue
             if event.bot or not filters._event_matches(event_dict(event), node, now):
                 continue
             engine.enroll_many(journey, [event.contact_id], key=lambda _c, ev=event: f"event:{ev.pk or ev.message_id}",
@@ -81,7 +90,7 @@ def poll_segment_changes(now: datetime | None = None, limit: int = CHANGE_BATCH)
         if gaps:
             wanted |= Q(id__in=[int(g) for g in gaps])
         rows = list(SegmentChange.objects.filter(wanted).order_by("id")
-                    .values_list("id", "segment_id", "contact_id", "kind")[:limit])
+                    .values_list("id", "segment_id", "contact_id", "kind", "at")[:limit])
         seen = {r[0] for r in rows}
         for gap in [g for g in gaps if int(g) in seen]:
             del gaps[gap]
@@ -90,12 +99,14 @@ def poll_segment_changes(now: datetime | None = None, limit: int = CHANGE_BATCH)
             if missing not in seen and len(gaps) < MAX_GAPS:
                 gaps[str(missing)] = now.isoformat()
         gaps = {g: at for g, at in gaps.items() if datetime.fromisoformat(at) > now - GAP_TTL}
-        by_trigger: dict[tuple[int, str], list[tuple[int, int]]] = {}
-        for change_id, segment_id, contact_id, kind in rows:
-            by_trigger.setdefault((segment_id, kind), []).append((change_id, contact_id))
+        by_trigger: dict[tuple[int, str], list[tuple[int, int, datetime]]] = {}
+        for change_id, segment_id, contact_id, kind, at in rows:
+            by_trigger.setdefault((segment_id, kind), []).append((change_id, contact_id, at))
         for journey in live("segment"):
-            trigger = journey.current.graph["trigger"]
-            for change_id, contact_id in by_trigger.get((trigger["segment"], trigger["on"]), []):
+            trigger, since = journey.current.graph["trigger"], live_since(journey)
+            for change_id, contact_id, at in by_trigger.get((trigger["segment"], trigger["on"]), []):
+                if since and at < since:
+                    continue
                 engine.enroll_many(journey, [contact_id], key=lambda _c, c=change_id: f"segment:{c}", now=now,
                                    context={"via": "segment", "change": change_id})
         if rows:
@@ -155,10 +166,9 @@ def last_occurrence(trigger: dict, now: datetime, tz) -> datetime:
 def _schedule_trigger(journey: Journey, now: datetime, tz) -> int:
     trigger = journey.current.graph["trigger"]
     occurrence = last_occurrence(trigger, now, tz)
-    live_since = journey.trigger_state.get("live_since")
+    since = live_since(journey)
     done = journey.trigger_state.get("schedule_last")
-    if (done and datetime.fromisoformat(done) >= occurrence) or (
-            live_since and datetime.fromisoformat(live_since) > occurrence):
+    if (done and datetime.fromisoformat(done) >= occurrence) or (since and since > occurrence):
         return 0
     if now - occurrence > SCHEDULE_CATCH_UP:
         ids: list[int] = []  # missed by more than a day (the worker was down): too late to send
