@@ -27,13 +27,12 @@ def run(node: dict, e: Enrollment, contact: Contact, journey: Journey, runner: R
 
 def send_email(node, e, contact, journey, runner, key) -> str:
     from kizuna.messaging import outbox
-    from kizuna.messaging.models import EmailTemplate
 
-    template = EmailTemplate.objects.select_related("current").filter(pk=node["template"]).first()
-    if template is None or template.current is None:
+    version = runner.template_version(node["template"])
+    if version is None:
         return f"skipped: email template {node['template']} no longer exists"
     try:
-        message, created = outbox.enqueue(contact, template.current, key=f"journey:{key}",
+        message, created = outbox.enqueue(contact, version, key=f"journey:{key}",
                                           extra={"journey": journey.pk, "enrollment": e.pk, "step": node["id"]})
     except ValueError as exc:
         return f"skipped: {exc}"

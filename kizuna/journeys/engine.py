@@ -187,6 +187,21 @@ class Runner:
         self.contacts = Contact.objects.select_related("owner").in_bulk({e.contact_id for e in enrollments})
         self.default_zone = SendingSettings.get().default_time_zone or timing.DEFAULT_TIME_ZONE
         self._models: dict[int, float] | None = None
+        self._versions: dict[int, object] = {}
+        self.steps: list[StepRun] = []  # this enrollment's, inserted together before its savepoint ends
+
+    def template_version(self, template_id: int):
+        """The current version of a template, with template, sender and topic loaded (once a batch)."""
+        from kizuna.messaging.models import EmailTemplate
+
+        if template_id not in self._versions:
+            template = EmailTemplate.objects.select_related("current", "sender", "topic").filter(
+                pk=template_id).first()
+            version = template.current if template else None
+            if version is not None:
+                version.template = template
+            self._versions[template_id] = version
+        return self._versions[template_id]
 
     @property
     def models(self) -> dict[int, float]:
@@ -213,6 +228,7 @@ class Runner:
         version, journey = self.versions[e.version_id], self.journeys[e.journey_id]
         contact = self.contacts.get(e.contact_id)
         steps = 0
+        self.steps = []
         if e.state == WAITING:
             self._wait_over(e, version)
         while e.state == ACTIVE:
@@ -240,7 +256,7 @@ class Runner:
             visits[node["id"]] = visit = visits.get(node["id"], 0) + 1
             key = f"{e.pk}:{node['id']}:{visit}"
             outcome = execute(node, e, contact, journey, self, key)
-            StepRun.objects.create(enrollment=e, node=node["id"], key=key, outcome=outcome.note[:300], at=self.now)
+            self.steps.append(StepRun(enrollment=e, node=node["id"], key=key, outcome=outcome.note[:300], at=self.now))
             steps += 1
             if outcome.end:
                 finish(e, outcome.end, outcome.note, self.now)
@@ -251,6 +267,8 @@ class Runner:
                     e.context["wait"] = {**outcome.wait_event, "since": self.now.isoformat(), "visit": visit}
             else:
                 e.node = outcome.next or ""
+        # A key already taken raises here, inside the enrollment's savepoint: nothing of it stays.
+        StepRun.objects.bulk_create(self.steps)
         e.updated_at = self.now
         e.save()
         return steps
@@ -259,8 +277,8 @@ class Runner:
         node = version.node(e.node) or {}
         if node.get("type") == "wait_event":
             visit = e.context.get("wait", {}).get("visit", 0)
-            StepRun.objects.create(enrollment=e, node=node["id"], key=f"{e.pk}:{node['id']}:{visit}:branch",
-                                   outcome="timeout", at=self.now)
+            self.steps.append(StepRun(enrollment=e, node=node["id"], key=f"{e.pk}:{node['id']}:{visit}:branch",
+                                      outcome="timeout", at=self.now))
             e.node = node.get("else") or ""
         else:
             e.node = node.get("next") or ""
