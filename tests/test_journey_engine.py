@@ -236,6 +236,8 @@ def _graph(*nodes, trigger=None, start=None) -> dict:
     (_graph({"id": "a", "type": "exit", "next": "a"}), "nodes[0].next"),
     (_graph({"id": "a", "type": "exit"}, start="b"), "start"),
     (_graph({"id": "a", "type": "set_stage", "stage": "king"}), "nodes[0].stage"),
+    (_graph({"id": "a", "type": "update_field", "field": "source", "value": "api"}), "nodes[0].field"),
+    (_graph({"id": "a", "type": "update_field", "field": "custom.nope", "value": 1}), "nodes[0].field"),
 ])
 def test_invalid_graphs_name_the_path_at_fault(bad, path):
     with pytest.raises(graph.GraphError) as exc:
@@ -503,3 +505,14 @@ def test_what_happened_before_the_journey_went_live_starts_nothing(world):
         ingest.ingest([submitted], info())
         processing.drain()
     assert Enrollment.objects.filter(journey=j, contact=p).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_refused_field_value_is_logged_and_the_journey_goes_on(world):
+    j = journey("Bad value", _graph({"id": "f", "type": "update_field", "field": "industry", "value": "bogus",
+                                     "next": "t"}, {"id": "t", "type": "add_tag", "tag": "after"}))
+    p = contact(world, "p@example.co.jp")
+    engine.enroll(j, p)
+    engine.tick()
+    assert StepRun.objects.get(node="f").outcome.startswith("refused:")
+    assert Enrollment.objects.get(journey=j).state == "done" and p.tags.filter(name="after").exists()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kizuna.contacts.models import LifecycleStage
+from kizuna.contacts.services import CONTACT_TEXT_FIELDS
 from kizuna.segments import filters
 
 MAX_NODES = 200
@@ -33,8 +34,8 @@ NODE_TYPES = WAITS | ACTIONS | {"condition", "split"}
 TRIGGERS = {"segment", "event", "date", "manual", "schedule"}
 # Plain contact fields an update_field step may set (custom.<key> too); the contact service
 # validates the value when the step runs, exactly as for a form.
-UPDATABLE = {"family_name", "given_name", "company_name", "job_title", "department", "phone", "prefecture",
-             "industry", "company_size", "source", "language", "time_zone"}
+# (lifecycle_stage has its own step, which records the transition as the journey's).
+UPDATABLE = set(CONTACT_TEXT_FIELDS) | {"prefecture", "industry", "company_size", "language", "owner_id"}
 
 
 class GraphError(ValueError):
