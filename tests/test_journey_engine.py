@@ -516,3 +516,18 @@ def test_a_refused_field_value_is_logged_and_the_journey_goes_on(world):
     engine.tick()
     assert StepRun.objects.get(node="f").outcome.startswith("refused:")
     assert Enrollment.objects.get(journey=j).state == "done" and p.tags.filter(name="after").exists()
+
+
+@pytest.mark.django_db
+def test_an_edit_by_hand_meets_the_exit_condition_at_once(world):
+    from kizuna.contacts.services import update_contact
+
+    j = journey("Stop on tag", _graph({"id": "w", "type": "wait", "duration": {"days": 30}}),
+                exit_filter={"field": "tag", "op": "has", "value": "stop"})
+    p = contact(world, "p@example.co.jp")
+    engine.enroll(j, p)
+    engine.tick()
+    assert Enrollment.objects.get(journey=j).state == "waiting"
+    update_contact(None, p, {"tags": ["stop"]})
+    e = Enrollment.objects.get(journey=j)
+    assert (e.state, e.reason, e.due_at) == ("exited", "exit condition", None)

@@ -77,6 +77,12 @@ def on_events(events: Sequence, *, replay: bool = False) -> None:
     engine.end_where({e.contact_id for e in known}, now)
 
 
+def on_contact_saved(sender, actor, contact: Contact, changes: dict, created: bool, via: str, **kwargs) -> None:
+    """An edit by hand, by API or by import can meet a journey's exit or goal at once."""
+    if not created:
+        engine.end_where([contact.pk])
+
+
 # --- segment changes -------------------------------------------------------------------------
 
 def poll_segment_changes(now: datetime | None = None, limit: int = CHANGE_BATCH) -> int:
