@@ -101,7 +101,10 @@ def poll_segment_changes(now: datetime | None = None, limit: int = CHANGE_BATCH)
         for gap in [g for g in gaps if int(g) in seen]:
             del gaps[gap]
         top = max([cursor.position, *seen])
-        for missing in range(cursor.position + 1, top):
+        # A first read starts at the oldest row it finds, not at id 1 (sequences need not start
+        # there); only a row below that one still uncommitted at that very first read is missed.
+        lower = cursor.position or (min(seen) if seen else 0)
+        for missing in range(lower + 1, top):
             if missing not in seen and len(gaps) < MAX_GAPS:
                 gaps[str(missing)] = now.isoformat()
         gaps = {g: at for g, at in gaps.items() if datetime.fromisoformat(at) > now - GAP_TTL}
