@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "kizuna.handoff",
     "kizuna.lifecycle",
     "kizuna.segments",
+    "kizuna.journeys",
     "kizuna.web",
 ]
 
@@ -127,8 +128,10 @@ TASKS = {
 KIZUNA_EVENT_HANDLERS: list[str] = [
     "kizuna.scoring.engine.on_events",  # first: segments read the scores it changes
     "kizuna.segments.membership.on_events",
+    "kizuna.journeys.triggers.on_events",  # last: sees the scores, stages and segments just changed
 ]
 KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)
+KIZUNA_JOURNEY_BATCH = config.env_int("KIZUNA_JOURNEY_BATCH", 200)
 KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
 KIZUNA_INGEST_GROUP_COMMIT = config.env_bool("KIZUNA_INGEST_GROUP_COMMIT", True)
 KIZUNA_PROXY_COUNT = config.env_int("KIZUNA_PROXY_COUNT", 0)

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.html import escape
 from django.utils.translation import gettext as _
 
 from kizuna.db.writelock import sqlite_writer
@@ -156,12 +157,12 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def post_webhook(hook: Webhook, delivery_id: int, payload: dict) -> int:
+def post_webhook(hook: Webhook, delivery_id: int, payload: dict, event: str = "lead.hot") -> int:
     body = json.dumps(payload, ensure_ascii=False).encode()
     request = urllib.request.Request(hook.url, data=body, method="POST", headers={  # noqa: S310 - admin's URL
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": "Kizuna-Webhook/1",
-        "Kizuna-Event": "lead.hot",
+        "Kizuna-Event": event,
         "Kizuna-Delivery": str(delivery_id),
         "Kizuna-Signature": sign(hook.secret, int(time.time()), body),
     })
@@ -210,6 +211,8 @@ def send_email(delivery_id: int, to: str, subject: str, text: str, html: str) ->
 def _language_for(delivery: Delivery) -> str:
     if delivery.webhook_id:
         return delivery.webhook.language
+    if delivery.alert_id is None:
+        return settings.LANGUAGE_CODE
     handoff = getattr(delivery.alert, "handoff", None)
     owner = handoff.owner if handoff else None
     return getattr(owner, "language", "") or settings.LANGUAGE_CODE
@@ -217,6 +220,8 @@ def _language_for(delivery: Delivery) -> str:
 
 def deliver(delivery: Delivery) -> None:
     """Sends one delivery (raises DeliveryError)."""
+    if delivery.alert_id is None:
+        return _deliver_payload(delivery)
     with translation.override(_language_for(delivery)):
         facts = digest(delivery.alert)
         if delivery.webhook_id:
@@ -225,6 +230,31 @@ def deliver(delivery: Delivery) -> None:
         else:
             send_email(delivery.pk, delivery.email, "[Kizuna] " + _headline(facts), email_text(facts),
                        email_html(facts))
+
+
+def payload_text(payload: dict) -> str:
+    """The plain text of a notice that carries its own payload (journey steps)."""
+    lines = [payload.get("text") or payload.get("subject") or ""]
+    contact = payload.get("contact") or {}
+    if contact:
+        lines += ["", f"{contact.get('name', '')} <{contact.get('email', '')}>".strip()]
+    if payload.get("url"):
+        lines += ["", payload["url"]]
+    return "\n".join(lines).strip() + "\n"
+
+
+def _deliver_payload(delivery: Delivery) -> None:
+    payload = delivery.payload or {}
+    if delivery.webhook_id:
+        hook = delivery.webhook
+        text = payload_text(payload)
+        body = {Webhook.Kind.SLACK: {"text": text},
+                Webhook.Kind.TEAMS: {"type": "message", "text": text}}.get(hook.kind, payload)
+        delivery.response_status = post_webhook(hook, delivery.pk, body, event=delivery.event)
+    else:
+        text = payload_text(payload)
+        html = "<pre>" + escape(text) + "</pre>"
+        send_email(delivery.pk, delivery.email, "[Kizuna] " + (delivery.subject or delivery.event), text, html)
 
 
 def _claim(limit: int) -> list[int]:

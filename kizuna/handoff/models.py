@@ -87,14 +87,21 @@ class Webhook(models.Model):
 
 
 class Delivery(models.Model):
-    """One notice of one alert to one place; retried until sent or given up."""
+    """One notice to one place, retried until sent or given up: a hot lead's alert, or a journey's
+    alert or webhook step (no alert; `payload` says it all, `key` is the step's idempotency key)."""
 
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending")
         SENT = "sent", _("Sent")
         FAILED = "failed", _("Failed (gave up)")
 
-    alert = models.ForeignKey(LeadAlert, on_delete=models.CASCADE, related_name="deliveries")
+    alert = models.ForeignKey(LeadAlert, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
+    contact = models.ForeignKey("contacts.Contact", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="+")
+    event = models.CharField(max_length=40, default="lead.hot")
+    subject = models.CharField(max_length=300, blank=True)
+    payload = models.JSONField(null=True, blank=True)
+    key = models.CharField(max_length=150, null=True, blank=True, unique=True)
     webhook = models.ForeignKey(Webhook, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
     email = models.EmailField(blank=True)  # set for an email notice
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)

@@ -53,7 +53,7 @@ def settings_page(request):
         "settings_form": settings_form, "route_form": route_form, "webhook_form": webhook_form,
         "routes": SalesRoute.objects.prefetch_related("members"),
         "webhooks": Webhook.objects.all(),
-        "deliveries": Delivery.objects.select_related("webhook", "alert__contact")[:50],
+        "deliveries": Delivery.objects.filter(alert__isnull=False).select_related("webhook", "alert__contact")[:50],
     })
 
 

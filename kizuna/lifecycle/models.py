@@ -73,6 +73,7 @@ class StageChange(models.Model):
         IMPORT = "import", _("Import")
         FORM = "form", _("Form")
         EVENT = "event", _("Tracked event")
+        JOURNEY = "journey", _("Journey step")
 
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="stage_changes")
     from_stage = models.CharField(max_length=16, blank=True)

@@ -4,25 +4,26 @@ import threading
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-LOOPS = ("events", "mail", "handoff", "segments", "predictive")
+LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive")
 
 
 class Command(BaseCommand):
-    help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, scheduled"
-            " retraining of predictive scores, and the task queue (imports, training).")
+    help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
+            " scheduled retraining of predictive scores, and the task queue (imports, training).")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between task-queue polls")
         parser.add_argument(
             "--only", choices=[*LOOPS, "tasks"],
             help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
-                 " predictive retraining, or the task queue",
+                 " journeys, predictive retraining, or the task queue",
         )
 
     def handle(self, *args, interval, only=None, **options):
         from kizuna.db import writelock
         from kizuna.events import processing
         from kizuna.handoff import delivery
+        from kizuna.journeys import engine as journeys
         from kizuna.messaging import outbox
         from kizuna.scoring import predictive_service
         from kizuna.segments import membership
@@ -30,7 +31,8 @@ class Command(BaseCommand):
         writelock.set_background()  # a backlog never keeps a page's save waiting
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
-                   "segments": membership.run, "predictive": predictive_service.run}
+                   "segments": membership.run, "journeys": journeys.run,
+                   "predictive": predictive_service.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
