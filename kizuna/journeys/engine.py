@@ -28,6 +28,7 @@ from kizuna.journeys import graph as graph_mod
 from kizuna.journeys import timing
 from kizuna.journeys.models import Enrollment, Journey, JourneyVersion, StepRun
 from kizuna.segments import filters
+from kizuna.segments.membership import scoring_models
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,6 @@ OPEN = (ACTIVE, WAITING)
 MAX_STEPS_PER_RUN = 100  # a guard: the graph check already refuses loops without a wait
 MAX_ATTEMPTS = 3
 RETRY_AFTER = timedelta(minutes=5)
-
-
-def scoring_models() -> dict[int, float]:
-    from kizuna.scoring.models import ScoringModel
-
-    return dict(ScoringModel.objects.values_list("id", "half_life_days"))
 
 
 # --- saving journeys -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Journeys: a graph (versioned, immutable once saved) and one durable state machine per
-(journey, contact, run). See docs/decisions/0010-journeys.md.
+(journey, contact, run). See docs/decisions/0011-journeys.md.
 
 `Enrollment` is the state: which node, in which state, due when. `StepRun` is the execution
 log; its unique idempotency key (`enrollment:node:visit`) is written in the same transaction

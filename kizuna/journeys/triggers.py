@@ -26,6 +26,7 @@ from kizuna.db.writelock import sqlite_writer
 from kizuna.journeys import engine, timing
 from kizuna.journeys.models import Journey, TriggerCursor
 from kizuna.segments import filters
+from kizuna.segments.membership import scoring_models
 from kizuna.segments.models import SegmentChange
 
 GAP_TTL = timedelta(minutes=5)
@@ -184,7 +185,7 @@ def _schedule_trigger(journey: Journey, now: datetime, tz) -> int:
     else:
         audience = Contact.objects.all()
         if trigger.get("audience"):
-            audience = filters.compile_queryset(trigger["audience"], now, engine.scoring_models(), base=audience)
+            audience = filters.compile_queryset(trigger["audience"], now, scoring_models(), base=audience)
         ids = list(audience.values_list("pk", flat=True))
     made = engine.enroll_many(journey, ids, key=lambda c: f"schedule:{occurrence.date().isoformat()}:{c}", now=now,
                               context={"via": "schedule", "occurrence": occurrence.isoformat()})
