@@ -345,3 +345,27 @@ def test_a_contact_leaves_a_windowed_segment_on_day_31_and_each_change_is_record
         "kind", flat=True))
     assert kinds == ["entered", "exited"]
 
+
+def test_recompute_writes_only_the_difference_once_and_dependents_follow(db):
+    contacts = [Contact.objects.create(email=f"r{i}@example.jp", industry="manufacturing" if i % 2 else "it")
+                for i in range(10)]
+    makers = membership.save_segment(Segment.objects.create(name="Makers"),
+                                     {"field": "industry", "op": "in", "value": ["manufacturing"]})
+    others = membership.save_segment(Segment.objects.create(name="Others"), {"not": {"segment": makers.pk}})
+    assert membership.recompute(makers) == (5, 0)
+    assert membership.recompute(others) == (5, 0)
+    # A change no signal announces (a bulk update): only the next recompute sees it.
+    Contact.objects.filter(pk=contacts[0].pk).update(industry="manufacturing")
+    Contact.objects.filter(pk=contacts[1].pk).update(industry="it")
+    assert membership.recompute(makers) == (1, 1)
+    assert membership.recompute(makers) == (0, 0)
+    expected = {c.pk for c in Contact.objects.filter(industry="manufacturing")}
+    assert _members(makers) == expected
+    assert _members(others) == {c.pk for c in contacts} - expected  # followed through the cascade
+    makers.refresh_from_db()
+    others.refresh_from_db()
+    assert (makers.member_count, others.member_count) == (5, 5)
+    for segment, contact, kinds in [(makers, contacts[0], ["entered"]), (makers, contacts[1], ["entered", "exited"]),
+                                    (others, contacts[0], ["entered", "exited"]), (others, contacts[1], ["entered"])]:
+        assert list(SegmentChange.objects.filter(segment=segment, contact=contact).order_by("id").values_list(
+            "kind", flat=True)) == kinds, (segment.name, contact.email)
