@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 
 from django.db import models
+from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from kizuna.contacts.models import Company, Contact
@@ -160,6 +161,14 @@ class Event(models.Model):
             models.Index(fields=["anonymous_id", "-occurred_at"], name="event_anon_time"),
             models.Index(fields=["-occurred_at"], name="event_time"),
             models.Index(fields=["type", "name", "-occurred_at"], name="event_type_time"),
+            # A contact's human page views and tracked events by name, for segment conditions
+            # ("visited /pricing twice in 30 days", "no Demo Booked"): without them a busy
+            # contact's whole history is read to find one kind of event.
+            # The path is in it so that a filter on pages alone reads this index, not the log.
+            models.Index(fields=["contact", "-occurred_at", "path"], condition=Q(type="page", bot=""),
+                         name="event_contact_page"),
+            models.Index(fields=["contact", "name", "-occurred_at"],
+                         condition=Q(type__in=["track", "screen"], bot=""), name="event_contact_track"),
         ]
 
     @property

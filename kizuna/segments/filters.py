@@ -11,22 +11,42 @@ A node is one of
     {"segment": 7}                                                         membership of another
 
 `check()` returns the normalised tree or raises FilterError naming the path of the fault
-(e.g. `all[1].where[0].op`). `to_q()` compiles to a Django Q over Contact — Exists and count
-subqueries that run on SQLite and PostgreSQL alike. `evaluate()` is the plain Python reference
-the SQL is tested against. Text comparisons `contains`/`starts_with`/`ends_with` ignore the
-case of ASCII letters (what LIKE does on both databases); `equals` is exact.
+(e.g. `all[1].where[0].op`). `compile_queryset()` compiles to a Django Q over Contact — EXISTS
+subqueries that run on SQLite and PostgreSQL alike ("at least N" stops at the N-th match). For
+the incremental path, `match_segments()` evaluates several filters for a few contacts in one
+query whose SQL is compiled once and reused (prepared on PostgreSQL). `evaluate()` is the plain
+Python reference the SQL is tested against. Text comparisons `contains`/`starts_with`/`ends_with`
+ignore the case of ASCII letters (what LIKE does on both databases); `equals` is exact.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import math
 import re
+import weakref
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from django.db.models import Exists, F, Func, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    DateTimeField,
+    Exists,
+    Expression,
+    ExpressionWrapper,
+    FloatField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+)
+from django.utils import timezone
 
 from kizuna.contacts.models import CompanySize, Contact, CustomField, LifecycleStage, Source
 from kizuna.contacts.reference import PREFECTURE_CHOICES, Industry, Region
@@ -410,18 +430,49 @@ def _set_q(lookup: str, empty_text: bool) -> Q:
     return q & ~Q(**{lookup: ""}) if empty_text else q
 
 
-class Compiler:
-    """Turns a checked tree into (Q, aliases) for Contact.objects.alias(**aliases).filter(q)."""
+class Slot(Expression):
+    """A parameter filled in when the SQL runs: a contact id, or a moment derived from now. With
+    them a set of filters is compiled once and its SQL reused for every event (see match_segments):
+    building and compiling the ORM query costs far more than running it for one contact."""
 
-    def __init__(self, now: dt.datetime, models: dict[int, float] | None = None):
+    def __init__(self, kind: str, arg: Any, output_field=None):
+        super().__init__(output_field=output_field or FloatField())
+        self.kind, self.arg = kind, arg
+
+    def as_sql(self, compiler, connection):
+        return "%s", [self]
+
+    @property
+    def pg_type(self) -> str:
+        return {"id": "bigint", "since": "timestamptz"}.get(self.kind, "float8")
+
+    def value(self, now: dt.datetime, ids: Sequence[int], connection) -> Any:
+        if self.kind == "id":
+            return ids[self.arg]
+        if self.kind == "since":
+            return connection.ops.adapt_datetimefield_value(_since(now, self.arg))
+        return now.timestamp()  # "epoch", for the engagement key (Compiler.score_q)
+
+
+class Compiler:
+    """Turns a checked tree into a Q over Contact.
+
+    `symbolic`: moments derived from now become Slots, so the SQL does not depend on now;
+    `reusable` turns False when a condition cannot be expressed that way (custom dates)."""
+
+    def __init__(self, now: dt.datetime, models: dict[int, float] | None = None, *, symbolic: bool = False):
         self.now = now
         self.models = models or {}
-        self.aliases: dict[str, Any] = {}
+        self.symbolic = symbolic
+        self.reusable = True
+
+    def since(self, days: int) -> Any:
+        return Slot("since", days, DateTimeField()) if self.symbolic else _since(self.now, days)
 
     def queryset(self, tree: dict, base=None):
         q = self.q(tree)
         qs = base if base is not None else Contact.objects.all()
-        return (qs.alias(**self.aliases) if self.aliases else qs).filter(q)
+        return qs.filter(q)
 
     def q(self, node: dict) -> Q:
         if "all" in node:
@@ -449,16 +500,22 @@ class Compiler:
         return Q(Exists(Membership.objects.filter(segment_id=node["segment"], contact_id=OuterRef("pk"))))
 
     def counted(self, rows, count: dict) -> Q:
-        """count(rows) compared with N: EXISTS for ≥ 1 and = 0, else a counted subquery alias."""
+        """count(rows) compared with N without counting every row: "at least N" is EXISTS with
+        OFFSET N-1, so a contact's scan stops at its N-th match, plus a plain EXISTS that
+        PostgreSQL turns into a semi-join, so a filter on behaviour alone reads the window once
+        and probes only the contacts with a match instead of every contact."""
         op, n = count["op"], count["value"]
-        if op == "gte" and n <= 1:
-            return Q(Exists(rows)) if n == 1 else Q(pk__isnull=False)
-        if op in {"lte", "eq"} and n == 0:
-            return ~Q(Exists(rows))
-        name = f"_count_{len(self.aliases)}"
-        self.aliases[name] = Coalesce(Subquery(rows.annotate(n=Func(F("pk"), function="COUNT")).values("n")[:1],
-                                               output_field=IntegerField()), Value(0))
-        return Q(**{f"{name}__{ {'gte': 'gte', 'lte': 'lte', 'eq': 'exact'}[op] }": n})
+
+        def at_least(k: int) -> Q:
+            if k <= 0:
+                return Q(pk__isnull=False)
+            q = Q(Exists(rows))
+            return q if k == 1 else q & Q(Exists(rows[k - 1:k]))
+
+        if op == "gte":
+            return at_least(n)
+        fewer_than_next = ~Q(Exists(rows[n:n + 1]))
+        return fewer_than_next if op == "lte" else at_least(n) & fewer_than_next
 
     def event_rows(self, node: dict):
         from kizuna.events.models import Event
@@ -467,7 +524,7 @@ class Compiler:
         rows = rows.filter(type="page") if node["event"] == "page" else rows.filter(type__in=["track", "screen"],
                                                                                       name=node["event"])
         if node["within_days"]:
-            rows = rows.filter(occurred_at__gte=_since(self.now, node["within_days"]))
+            rows = rows.filter(occurred_at__gte=self.since(node["within_days"]))
         for cond in node["where"]:
             lookup = cond["field"].replace(".", "__")
             rows = rows.filter(_text_q(lookup, cond["op"], cond["value"]))
@@ -481,7 +538,7 @@ class Compiler:
         if node["template"] is not None:
             rows = rows.filter(version__template_id=node["template"])
         if node["within_days"]:
-            rows = rows.filter(**{f"{column}__gte": _since(self.now, node["within_days"])})
+            rows = rows.filter(**{f"{column}__gte": self.since(node["within_days"])})
         return rows.order_by().values("pk")
 
     def field_q(self, node: dict) -> Q:
@@ -530,7 +587,7 @@ class Compiler:
             return Q(**{f"{lookup}__lt": _day_start(value)})
         if op == "after":
             return Q(**{f"{lookup}__gte": _day_start(value) + dt.timedelta(days=1)})
-        since = _since(self.now, value)
+        since = self.since(value)
         return Q(**{f"{lookup}__gte": since}) if op == "in_last_days" else (
             Q(**{f"{lookup}__lt": since}) | Q(**{f"{lookup}__isnull": True}))
 
@@ -557,6 +614,7 @@ class Compiler:
         if op in {"before", "after"}:  # dates are stored as YYYY-MM-DD text: they sort as text
             return has & Q(**{f"{lookup}__lt" if op == "before" else f"{lookup}__gt": value})
         if op in {"in_last_days", "not_in_last_days"}:
+            self.reusable = False  # compared as text inside JSON: not a Slot
             q = has & Q(**{f"{lookup}__gte": _since(self.now, value).date().isoformat()})
             return q if op == "in_last_days" else ~q
         if op in {"not_equals", "not_contains"}:
@@ -583,7 +641,14 @@ class Compiler:
         field, op, value = node["field"], node["op"], node["value"]
         if field == "score.engagement":
             # current engagement ≥ v  ⟺  rank_key ≥ log2(v) + now / half-life (see scoring.engine)
-            key = math.log2(value) + self.now.timestamp() / (self.models[node["model"]] * 86400)
+            if self.symbolic:  # the same arithmetic in SQL, the half-life read where it is kept
+                from kizuna.scoring.models import ScoringModel
+
+                half_life = Subquery(ScoringModel.objects.filter(pk=node["model"]).values("half_life_days")[:1])
+                key = ExpressionWrapper(Value(math.log2(value)) + Slot("epoch", None) / (half_life * Value(86400.0)),
+                                        output_field=FloatField())
+            else:
+                key = math.log2(value) + self.now.timestamp() / (self.models[node["model"]] * 86400)
             if op == "gte":
                 return Q(Exists(rows.filter(rank_key__gte=key)))
             return ~Q(Exists(rows.filter(rank_key__gt=key)))
@@ -598,6 +663,121 @@ class Compiler:
 
 def compile_queryset(tree: dict, now: dt.datetime, models: dict[int, float], base=None):
     return Compiler(now, models).queryset(tree, base)
+
+
+def evaluate_many(trees: Mapping[Hashable, dict], now: dt.datetime, models: dict[int, float],
+                  base) -> dict[Hashable, set[int]]:
+    """Which contacts of `base` match each tree, in one query (one boolean column per tree): an
+    event re-evaluates every segment it can touch with one round trip instead of one per segment.
+    A NULL column counts as no match, as a NULL condition does in WHERE."""
+    compiler = Compiler(now, models)
+    columns = {f"_match_{n}": ExpressionWrapper(compiler.q(tree), output_field=BooleanField())
+               for n, tree in enumerate(trees.values())}
+    return _collect(trees, base.annotate(**columns).order_by().values_list("pk", *columns))
+
+
+def _collect(trees: Mapping[Hashable, dict], rows) -> dict[Hashable, set[int]]:
+    out: dict[Hashable, set[int]] = {key: set() for key in trees}
+    for pk, *flags in rows:
+        for key, flag in zip(trees, flags, strict=True):
+            if flag:
+                out[key].add(pk)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _plan(spec: str, size: int, vendor: str) -> tuple[str, tuple] | None:
+    """The SQL of match_segments for these filters and this many contacts, with Slots for the
+    ids and for now; None when a filter cannot be compiled that way. `spec` is the JSON of
+    [[segment id, filter], …]; `vendor` keeps SQLite and PostgreSQL plans apart."""
+    from kizuna.segments.models import Membership
+
+    compiler = Compiler(timezone.now(), symbolic=True)
+    segments = json.loads(spec)
+    columns: dict[str, Any] = {f"_match_{n}": ExpressionWrapper(compiler.q(tree), output_field=BooleanField())
+                               for n, (_pk, tree) in enumerate(segments)}
+    if not compiler.reusable:
+        return None
+    columns |= {f"_member_{n}": Exists(Membership.objects.filter(segment_id=pk, contact_id=OuterRef("pk")))
+                for n, (pk, _tree) in enumerate(segments)}
+    qs = Contact.objects.filter(pk__in=[Slot("id", n, BigIntegerField()) for n in range(size)])
+    sql, params = qs.annotate(**columns).order_by().values_list("pk", *columns).query.sql_with_params()
+    return _for_prepare(sql, params) if vendor == "postgresql" else (sql, params)
+
+
+def _for_prepare(sql: str, params: tuple) -> tuple[str, tuple]:
+    """The statement for PREPARE: the Slots become $1, $2, …, every other value a literal, as
+    Django's client-side binding would send it, so the plan still sees the constants (a
+    partial index on type = 'page' is only used when the plan sees 'page')."""
+    from psycopg import sql as pg
+
+    connection.ensure_connection()
+    out, slots, values = [], [], iter(params)
+    for part in re.split(r"(%%|%s)", sql):
+        if part == "%%":
+            out.append("%")
+        elif part != "%s":
+            out.append(part)
+        elif isinstance(value := next(values), Slot):
+            slots.append(value)
+            out.append(f"${len(slots)}")
+        else:
+            out.append(pg.Literal(value).as_string(connection.connection))
+    return "".join(out), tuple(slots)
+
+
+# Statements prepared on each PostgreSQL connection (Django's own binding never prepares).
+_prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _run(sql: str, slots: tuple, values: list) -> list[tuple]:
+    """On PostgreSQL a statement prepared once per connection: planning this query (a subplan
+    per condition) takes longer than running it for one contact, and PostgreSQL keeps a
+    prepared statement's plan once it has seen that it does not depend on the values."""
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            cursor.execute(sql, values)
+            return cursor.fetchall()
+        name = "kizuna_segments_" + hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:24]
+        names = _prepared.setdefault(connection.connection, set())
+        if name not in names:
+            cursor.execute(f"PREPARE {name} ({', '.join(s.pg_type for s in slots)}) AS {sql}")
+            names.add(name)
+        cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(values))})", values)
+        return cursor.fetchall()
+
+
+def match_segments(trees: Mapping[int, dict], contact_ids: Sequence[int], now: dt.datetime,
+                   models: dict[int, float] | None = None) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
+    """For segments (id → filter) and some contacts: who matches each filter now, and who is a
+    member of each now, in one query whose SQL is compiled once per set of filters (and number
+    of contacts) and then reused, so what an event costs is mostly that query."""
+    ids = list(dict.fromkeys(contact_ids))
+    if not ids or not trees:
+        return {key: set() for key in trees}, {key: set() for key in trees}
+    # Padded to a power of two (the last id repeated): a handful of statements serve any batch.
+    size = 1 << (len(ids) - 1).bit_length()
+    plan = _plan(json.dumps(list(trees.items()), sort_keys=True, ensure_ascii=False), size, connection.vendor)
+    if plan is None:
+        from kizuna.scoring.models import ScoringModel
+        from kizuna.segments.models import Membership
+
+        if models is None:
+            models = dict(ScoringModel.objects.values_list("id", "half_life_days"))
+
+        wanted = evaluate_many(trees, now, models, Contact.objects.filter(pk__in=ids))
+        current: dict[int, set[int]] = {key: set() for key in trees}
+        for segment_id, contact_id in Membership.objects.filter(segment_id__in=list(trees), contact_id__in=ids
+                                                                ).values_list("segment_id", "contact_id"):
+            current[segment_id].add(contact_id)
+        return wanted, current
+    sql, params = plan
+    padded = ids + ids[-1:] * (size - len(ids))
+    values = [p.value(now, padded, connection) if isinstance(p, Slot) else p for p in params]
+    rows = _run(sql, tuple(p for p in params if isinstance(p, Slot)), values)
+    n = len(trees)
+    return (_collect(trees, [row[:n + 1] for row in rows]),
+            _collect(trees, [(row[0], *row[n + 1:]) for row in rows]))
 
 
 # --- the reference evaluator ----------------------------------------------------------------

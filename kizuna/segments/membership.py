@@ -1,9 +1,10 @@
 """Keeping segment membership current: in full, and incrementally per contact.
 
-- `recompute(segment)`: the whole filter in one SQL query, then only the difference is written.
+- `recompute(segment)`: the whole filter in one SQL query, then only the difference is written,
+  with set-based SQL (INSERT … SELECT, DELETE) rather than a Python object per row.
 - `refresh_contacts(ids, …)`: after events or edits, only those contacts, and only against the
-  segments whose triggers (filters.triggers) the change can touch; segments that use a changed
-  segment follow, in dependency order.
+  segments whose triggers (filters.triggers) the change can touch, all of them in one query
+  (filters.match_segments); segments that use a changed segment follow, in dependency order.
 - `refresh_due()`: segments whose result moves with time (windows, relative dates, decaying
   engagement) or depends on changes that are not announced (tags, lists, consent, imports) are
   recomputed when they are due, so a contact leaves "visited in the last 30 days" on day 31.
@@ -14,13 +15,14 @@ membership: exactly once per change, in order, for journeys to start from.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
@@ -37,6 +39,7 @@ UNANNOUNCED = {"tag", "list", "consent", "company"}
 EVENT_SIDE_EFFECTS = {"score", "lifecycle_stage", "owner", "last_activity_at", "updated_at"}
 EMAIL_EVENTS = {"Email Sent", "Email Opened", "Email Clicked", "Email Bounced", "Unsubscribed"}
 CHUNK = 5000
+MAX_WAVES = 64
 
 
 def scoring_models() -> dict[int, float]:
@@ -56,79 +59,252 @@ def save_segment(segment: Segment, tree, *, ctx: filters.Context | None = None) 
     return segment
 
 
-def _apply(segment: Segment, entered: Iterable[int], exited: Iterable[int], now: datetime) -> tuple[int, int]:
-    entered, exited = sorted(set(entered)), sorted(set(exited))
-    for start in range(0, len(entered), CHUNK):
-        part = entered[start:start + CHUNK]
-        Membership.objects.bulk_create([Membership(segment=segment, contact_id=c, since=now) for c in part],
-                                       ignore_conflicts=True)
-        SegmentChange.objects.bulk_create([SegmentChange(segment=segment, contact_id=c, kind="entered", at=now)
-                                           for c in part])
-    for start in range(0, len(exited), CHUNK):
-        part = exited[start:start + CHUNK]
-        Membership.objects.filter(segment=segment, contact_id__in=part).delete()
-        SegmentChange.objects.bulk_create([SegmentChange(segment=segment, contact_id=c, kind="exited", at=now)
-                                           for c in part])
-    return len(entered), len(exited)
+def _tables() -> tuple[str, str, str]:
+    return Membership._meta.db_table, SegmentChange._meta.db_table, Segment._meta.db_table
+
+
+def _write_full(segment: Segment, qs, now: datetime) -> tuple[int, int, int, list[int]]:
+    """Writes a full result with set-based SQL: the filter's query runs once, into a temporary
+    table, and the entries, exits and their SegmentChange rows are INSERT … SELECT and DELETE
+    statements, not one Python object per row. Returns (entered, exited, members, changed ids);
+    the changed ids are read only when another segment depends on this one.
+
+    On PostgreSQL the change rows are made from what the INSERT and DELETE actually did
+    (RETURNING), so an event refreshing the same contact meanwhile is not recorded twice; on
+    SQLite writers take turns anyway."""
+    sql, params = qs.order_by().values("pk").query.sql_with_params()
+    members, changes, _segments = _tables()
+    wanted, pk, at = "kizuna_segment_wanted", segment.pk, connection.ops.adapt_datetimefield_value(now)
+    new = (f"FROM {wanted} w WHERE NOT EXISTS (SELECT 1 FROM {members} m "
+           f"WHERE m.segment_id = %s AND m.contact_id = w.contact_id)")
+    gone = (f"FROM {members} m WHERE m.segment_id = %s AND NOT EXISTS "
+            f"(SELECT 1 FROM {wanted} w WHERE w.contact_id = m.contact_id)")
+    insert_members = (f"INSERT INTO {members} (segment_id, contact_id, since) "
+                      f"SELECT %s, w.contact_id, %s {new} ORDER BY w.contact_id ON CONFLICT DO NOTHING")
+    delete_members = (f"DELETE FROM {members} WHERE segment_id = %s AND NOT EXISTS "
+                      f"(SELECT 1 FROM {wanted} w WHERE w.contact_id = {members}.contact_id)")
+    record = f"INSERT INTO {changes} (segment_id, contact_id, kind, at) "
+    with connection.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {wanted}")
+        cur.execute(f"CREATE TEMPORARY TABLE {wanted} (contact_id bigint PRIMARY KEY)")
+        try:
+            cur.execute(f"INSERT INTO {wanted} (contact_id) {sql}", params)  # noqa: S608 - compiled by Django
+            changed: list[int] = []
+            if _dependents({pk}):
+                cur.execute(f"SELECT w.contact_id {new} UNION ALL SELECT m.contact_id {gone}", [pk, pk])  # noqa: S608
+                changed = [row[0] for row in cur.fetchall()]
+            if connection.vendor == "postgresql":
+                cur.execute(f"ANALYZE {wanted}")
+                cur.execute(f"WITH done AS ({insert_members} RETURNING contact_id) "  # noqa: S608
+                            f"{record} SELECT %s, contact_id, %s, %s FROM done ORDER BY contact_id",
+                            [pk, at, pk, pk, SegmentChange.Kind.ENTERED, at])
+                entered = cur.rowcount
+                cur.execute(f"WITH done AS ({delete_members} RETURNING contact_id) "  # noqa: S608
+                            f"{record} SELECT %s, contact_id, %s, %s FROM done ORDER BY contact_id",
+                            [pk, pk, SegmentChange.Kind.EXITED, at])
+                exited = cur.rowcount
+            else:
+                cur.execute(f"{record} SELECT %s, w.contact_id, %s, %s {new} ORDER BY w.contact_id",  # noqa: S608
+                            [pk, SegmentChange.Kind.ENTERED, at, pk])
+                entered = cur.rowcount
+                cur.execute(f"{record} SELECT %s, m.contact_id, %s, %s {gone} ORDER BY m.contact_id",  # noqa: S608
+                            [pk, SegmentChange.Kind.EXITED, at, pk])
+                exited = cur.rowcount
+                cur.execute(insert_members, [pk, at, pk])
+                cur.execute(delete_members, [pk])
+            cur.execute(f"SELECT count(*) FROM {wanted}")  # noqa: S608
+            total = cur.fetchone()[0]
+        finally:
+            cur.execute(f"DROP TABLE IF EXISTS {wanted}")
+    return entered, exited, total, changed
 
 
 def recompute(segment: Segment, now: datetime | None = None) -> tuple[int, int]:
     """Full evaluation; writes only the difference. Returns (entered, exited)."""
     now = now or timezone.now()
     started = time.perf_counter()
-    wanted = set(filters.compile_queryset(segment.filter, now, scoring_models()).values_list("pk", flat=True))
+    qs = filters.compile_queryset(segment.filter, now, scoring_models())
     with sqlite_writer(), transaction.atomic():
-        current = set(Membership.objects.filter(segment=segment).values_list("contact_id", flat=True))
-        result = _apply(segment, wanted - current, current - wanted, now)
+        entered, exited, total, changed = _write_full(segment, qs, now)
         Segment.objects.filter(pk=segment.pk).update(
-            member_count=len(wanted), computed_at=now, needs_full=False,
+            member_count=total, computed_at=now, needs_full=False,
             compute_ms=int((time.perf_counter() - started) * 1000))
         SegmentCount.objects.update_or_create(segment=segment, day=timezone.localdate(now),
-                                              defaults={"members": len(wanted)})
-    if any(result):
-        _cascade(segment, set(wanted ^ current), now)
-    return result
+                                              defaults={"members": total})
+    if changed:
+        _cascade({segment.pk: set(changed)}, now)
+    return entered, exited
 
 
-def _dependents(segment_ids: set[int]) -> list[Segment]:
-    return [s for s in Segment.objects.all() if set(s.triggers.get("segments", [])) & segment_ids]
+def _definitions() -> list[Segment]:
+    """Every segment's id, filter, triggers and state: what a refresh needs, read with one plain
+    query (this runs for every processed event)."""
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT id, filter, triggers, needs_full FROM {_tables()[2]}")  # noqa: S608
+        rows = cur.fetchall()
+
+    def load(value):
+        return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+    return [Segment(id=pk, filter=load(tree), triggers=load(triggers) or {}, needs_full=bool(needs_full))
+            for pk, tree, triggers, needs_full in rows]
 
 
-def _cascade(segment: Segment, contact_ids: set[int], now: datetime, depth: int = 0) -> None:
-    if depth > 16 or not contact_ids:
-        return  # cycles are refused when saving; the depth is only a guard
-    for dependent in _dependents({segment.pk}):
-        changed = _refresh_one(dependent, contact_ids, now)
-        if changed:
-            _cascade(dependent, changed, now, depth + 1)
+def _dependents(segment_ids: set[int], segments: Iterable[Segment] | None = None) -> list[Segment]:
+    segments = _definitions() if segments is None else segments
+    return [s for s in segments if set((s.triggers or {}).get("segments", [])) & segment_ids]
 
 
-def _refresh_one(segment: Segment, contact_ids: set[int], now: datetime) -> set[int]:
-    """Re-evaluates one segment for some contacts; returns those whose membership changed."""
+def _cascade(changed: dict[int, set[int]], now: datetime) -> int:
+    """Segments that use a changed segment follow, for the contacts that moved."""
+    segments = _definitions()
+    todo: dict[int, set[int]] = {}
+    for segment_id, contact_ids in changed.items():
+        for dependent in _dependents({segment_id}, segments):
+            todo.setdefault(dependent.pk, set()).update(contact_ids)
+    return _refresh(segments, todo, now)
+
+
+def _refresh(segments: list[Segment], todo: dict[int, set[int]], now: datetime) -> int:
+    """Re-evaluates segments for some contacts in waves: a segment waits while one it reads is
+    still to be refreshed, and the dependents of a segment that changed join the next wave.
+    Returns how many memberships changed."""
+    by_id = {s.pk: s for s in segments}
+    changed = 0
+    for _wave in range(MAX_WAVES):  # cycles are refused when saving; the limit is only a guard
+        todo = {pk: ids for pk, ids in todo.items() if pk in by_id and ids}
+        if not todo:
+            break
+        ready = {pk: ids for pk, ids in todo.items()
+                 if not set((by_id[pk].triggers or {}).get("segments", [])) & (todo.keys() - {pk})} or todo
+        todo = {pk: ids for pk, ids in todo.items() if pk not in ready}
+        moved = _refresh_many([by_id[pk] for pk in ready], set().union(*ready.values()), now)
+        for segment_id, contact_ids in moved.items():
+            changed += len(contact_ids)
+            for dependent in _dependents({segment_id}, segments):
+                todo.setdefault(dependent.pk, set()).update(contact_ids)
+    return changed
+
+
+def _refresh_many(segments: list[Segment], contact_ids: set[int], now: datetime) -> dict[int, set[int]]:
+    """Re-evaluates several segments for some contacts: one query evaluates them all and reads
+    their memberships, and only when something moved are the changes written. Returns, per
+    segment, the contacts whose membership changed."""
+    moved: dict[int, set[int]] = {}
     ids = sorted(contact_ids)
-    base = Contact.objects.filter(pk__in=ids)
-    wanted = set(filters.compile_queryset(segment.filter, now, scoring_models(), base=base).values_list(
-        "pk", flat=True))
-    with sqlite_writer(), transaction.atomic():
-        current = set(Membership.objects.filter(segment=segment, contact_id__in=ids).values_list(
-            "contact_id", flat=True))
-        entered, exited = wanted - current, current - wanted
-        if entered or exited:
-            _apply(segment, entered, exited, now)
-            Segment.objects.filter(pk=segment.pk).update(
-                member_count=Membership.objects.filter(segment=segment).count())
-    return entered | exited
+    for start in range(0, len(ids), CHUNK):
+        part = ids[start:start + CHUNK]
+        wanted, current = filters.match_segments({s.pk: s.filter for s in segments}, part, now)
+        if wanted == current:
+            continue
+        # No savepoint of its own: inside the event batch's transaction a failure fails the batch.
+        with sqlite_writer(), transaction.atomic(savepoint=False):
+            done = _write_changes({pk: wanted[pk] - current[pk] for pk in wanted},
+                                  {pk: current[pk] - wanted[pk] for pk in wanted}, now)
+        for pk, contacts in done.items():
+            moved.setdefault(pk, set()).update(contacts)
+    return moved
+
+
+def _write_changes(entered: dict[int, set[int]], exited: dict[int, set[int]], now: datetime) -> dict[int, set[int]]:
+    """Writes entries and exits, a statement each, and records only what the INSERT and DELETE
+    actually did (RETURNING): when another writer made the same change first, the unique
+    membership decides and the change is recorded once. Returns the contacts that moved."""
+    members, changes, segments = _tables()
+    at = connection.ops.adapt_datetimefield_value(now)
+    came = [(pk, c) for pk in sorted(entered) for c in sorted(entered[pk])]
+    left = [(pk, sorted(cs)) for pk, cs in sorted(exited.items()) if cs]
+    if connection.vendor == "postgresql":
+        return _write_changes_together(came, [(pk, c) for pk, cs in left for c in cs], at)
+    done_in: list[tuple[int, int]] = []
+    done_out: list[tuple[int, int]] = []
+    with connection.cursor() as cur:
+        for batch in _batches(came):
+            cur.execute(f"INSERT INTO {members} (segment_id, contact_id, since) VALUES "  # noqa: S608
+                        f"{', '.join(['(%s, %s, %s)'] * len(batch))} ON CONFLICT DO NOTHING "
+                        "RETURNING segment_id, contact_id", [v for pk, c in batch for v in (pk, c, at)])
+            done_in += cur.fetchall()
+        for pk, contacts in left:
+            for batch in _batches(contacts):
+                cur.execute(f"DELETE FROM {members} WHERE segment_id = %s AND contact_id IN "  # noqa: S608
+                            f"({', '.join(['%s'] * len(batch))}) RETURNING segment_id, contact_id", [pk, *batch])
+                done_out += cur.fetchall()
+        done_in.sort()
+        done_out.sort()
+        rows = [(pk, c, SegmentChange.Kind.ENTERED) for pk, c in done_in] + [
+            (pk, c, SegmentChange.Kind.EXITED) for pk, c in done_out]
+        if not rows:
+            return {}
+        for batch in _batches(rows):
+            cur.execute(f"INSERT INTO {changes} (segment_id, contact_id, kind, at) VALUES "  # noqa: S608
+                        f"{', '.join(['(%s, %s, %s, %s)'] * len(batch))}", [v for row in batch for v in (*row, at)])
+        delta: dict[int, int] = {}
+        for pk, _c in done_in:
+            delta[pk] = delta.get(pk, 0) + 1
+        for pk, _c in done_out:
+            delta[pk] = delta.get(pk, 0) - 1
+        if any(delta.values()):
+            cases = " ".join("WHEN %s THEN %s" for _ in delta)
+            cur.execute(f"UPDATE {segments} SET member_count = member_count + CASE id {cases} ELSE 0 END "  # noqa: S608
+                        f"WHERE id IN ({', '.join(['%s'] * len(delta))})",
+                        [v for item in delta.items() for v in item] + list(delta))
+    moved: dict[int, set[int]] = {}
+    for pk, c in done_in + done_out:
+        moved.setdefault(pk, set()).add(c)
+    return moved
+
+
+def _write_changes_together(came: list[tuple[int, int]], left: list[tuple[int, int]], at) -> dict[int, set[int]]:
+    """_write_changes in one PostgreSQL statement (data-modifying WITH): the insert, the delete,
+    their change rows and the member counts cost one round trip, not four."""
+    members, changes, segments = _tables()
+    moved: dict[int, set[int]] = {}
+    none = "SELECT NULL::bigint, NULL::bigint WHERE false"
+    with connection.cursor() as cur:
+        for start in range(0, max(len(came), len(left)), 1000):
+            part_in, part_out = came[start:start + 1000], left[start:start + 1000]
+            rows_in = "VALUES " + ", ".join(["(%s::bigint, %s::bigint)"] * len(part_in)) if part_in else none
+            rows_out = "VALUES " + ", ".join(["(%s::bigint, %s::bigint)"] * len(part_out)) if part_out else none
+            cur.execute(f"""
+                WITH came AS (INSERT INTO {members} (segment_id, contact_id, since)
+                              SELECT v.s, v.c, %s FROM ({rows_in}) v(s, c) ORDER BY v.s, v.c
+                              ON CONFLICT DO NOTHING RETURNING segment_id, contact_id),
+                     gone AS (DELETE FROM {members} m USING ({rows_out}) v(s, c)
+                              WHERE m.segment_id = v.s AND m.contact_id = v.c RETURNING m.segment_id, m.contact_id),
+                     moved AS (SELECT segment_id, contact_id, %s AS kind FROM came
+                               UNION ALL SELECT segment_id, contact_id, %s FROM gone),
+                     logged AS (INSERT INTO {changes} (segment_id, contact_id, kind, at)
+                                SELECT segment_id, contact_id, kind, %s FROM moved
+                                ORDER BY kind <> %s, segment_id, contact_id),
+                     counted AS (UPDATE {segments} s SET member_count = s.member_count + d.delta
+                                 FROM (SELECT segment_id, sum(CASE WHEN kind = %s THEN 1 ELSE -1 END) AS delta
+                                       FROM moved GROUP BY segment_id) d
+                                 WHERE s.id = d.segment_id)
+                SELECT segment_id, contact_id FROM moved""",  # noqa: S608 - table names only
+                        [at, *(v for pair in part_in for v in pair), *(v for pair in part_out for v in pair),
+                         SegmentChange.Kind.ENTERED, SegmentChange.Kind.EXITED, at, SegmentChange.Kind.ENTERED,
+                         SegmentChange.Kind.ENTERED])
+            for pk, contact_id in cur.fetchall():
+                moved.setdefault(pk, set()).add(contact_id)
+    return moved
+
+
+def _batches(items: list, size: int = 1000) -> Iterator[list]:
+    """Rows per statement, well under SQLite's limit of bound parameters."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def affected(segment: Segment, fields: set[str], events: set[str], email: bool) -> bool:
+    """Whether a change of these fields, these events or email activity can move this segment."""
+    t = segment.triggers or {}
+    return bool(set(t.get("fields", [])) & fields or set(t.get("events", [])) & events
+                or (email and t.get("email")))
 
 
 def candidates(*, fields: set[str] = frozenset(), events: set[str] = frozenset(), email: bool = False) -> list[Segment]:
     """Segments that a change of these fields, these events or email activity can affect."""
-    out = []
-    for segment in Segment.objects.filter(needs_full=False):
-        t = segment.triggers or {}
-        if (set(t.get("fields", [])) & fields or set(t.get("events", [])) & events
-                or (email and t.get("email"))):
-            out.append(segment)
-    return out
+    return [s for s in Segment.objects.filter(needs_full=False) if affected(s, set(fields), set(events), email)]
 
 
 def refresh_contacts(contact_ids: Iterable[int], *, fields: set[str] = frozenset(), events: set[str] = frozenset(),
@@ -138,12 +314,10 @@ def refresh_contacts(contact_ids: Iterable[int], *, fields: set[str] = frozenset
     if not ids:
         return 0
     now = now or timezone.now()
-    changed = 0
-    for segment in candidates(fields=set(fields), events=set(events), email=email):
-        moved = _refresh_one(segment, ids, now)
-        changed += len(moved)
-        _cascade(segment, moved, now)
-    return changed
+    segments = _definitions()
+    todo = {s.pk: set(ids) for s in segments
+            if not s.needs_full and affected(s, set(fields), set(events), email)}
+    return _refresh(segments, todo, now) if todo else 0
 
 
 def on_events(events: Sequence, *, replay: bool = False) -> None:

@@ -38,9 +38,20 @@ class Segment(models.Model):
         return self.name
 
 
+# Membership and SegmentChange are written in bulk by set-based SQL (a new segment of 100,000
+# members writes 200,000 rows), so their foreign keys have no database constraint: PostgreSQL
+# checks one row at a time at commit, locking the contact row each time, which cost more than
+# the whole rest of a recompute (docs/benchmarks.md). Deleting a contact or a segment still
+# deletes their rows (Django cascades); a membership row left by a contact deleted while a
+# recompute ran goes at the next recompute. Indexes that a composite index already covers are
+# left out too: each costs every row written.
+
+
 class Membership(models.Model):
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="segment_memberships")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships",
+                                db_index=False, db_constraint=False)  # one_membership covers it
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="segment_memberships",
+                                db_index=False, db_constraint=False)  # membership_contact covers it
     since = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -53,8 +64,10 @@ class SegmentChange(models.Model):
         ENTERED = "entered", _("Entered")
         EXITED = "exited", _("Exited")
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="changes")
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="segment_changes")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="changes",
+                                db_index=False, db_constraint=False)  # segchange_segment_time covers it
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="segment_changes",
+                                db_index=False, db_constraint=False)  # segchange_contact_time covers it
     kind = models.CharField(max_length=8, choices=Kind.choices)
     at = models.DateTimeField(default=timezone.now)
 
@@ -65,7 +78,8 @@ class SegmentChange(models.Model):
 
 
 class SegmentCount(models.Model):
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="counts")
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="counts",
+                                db_index=False)  # one_count_per_day covers it
     day = models.DateField()
     members = models.PositiveIntegerField()
 
