@@ -211,7 +211,7 @@ def _ids(world) -> dict:
             "templates": [t.pk for t in world["templates"]]}
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(data=st.data())
 def test_sql_agrees_with_the_reference_evaluator(world, data):
