@@ -386,6 +386,29 @@ def test_segment_changes_trigger_once_and_late_commits_below_the_cursor_are_not_
 
 
 @pytest.mark.django_db
+def test_segment_changes_are_not_read_while_a_full_recompute_writes(world):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite writers take turns: nothing is in flight while a reader reads")
+    import psycopg
+
+    segment = membership.save_segment(Segment.objects.create(name="IT"),
+                                      {"field": "industry", "op": "in", "value": ["it"]})
+    journey("On entry", _graph({"id": "x", "type": "add_tag", "tag": "welcome"},
+                               trigger={"type": "segment", "segment": segment.pk}), entry="every_time")
+    SegmentChange.objects.create(segment=segment, contact=contact(world, "a@example.co.jp"), kind="entered")
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k in ("dbname", "user", "host", "port", "password")},
+                         autocommit=True) as recompute:  # another process, in the middle of a recompute
+        recompute.execute("SELECT pg_advisory_lock_shared(%s)", [membership.CHANGE_WRITERS_LOCK])
+        assert triggers.poll_segment_changes() == 0
+        assert not TriggerCursor.objects.filter(name="segment_changes").exists()
+        recompute.execute("SELECT pg_advisory_unlock_shared(%s)", [membership.CHANGE_WRITERS_LOCK])
+    assert triggers.poll_segment_changes() == 1
+
+
+@pytest.mark.django_db
 def test_date_trigger_30_days_before_renewal_once_per_date(world):
     from kizuna.contacts.models import CustomField
 

@@ -26,7 +26,7 @@ from kizuna.db.writelock import sqlite_writer
 from kizuna.journeys import engine, timing
 from kizuna.journeys.models import Journey, TriggerCursor
 from kizuna.segments import filters
-from kizuna.segments.membership import scoring_models
+from kizuna.segments.membership import changes_settled, scoring_models
 from kizuna.segments.models import SegmentChange
 
 GAP_TTL = timedelta(minutes=5)
@@ -90,6 +90,8 @@ def poll_segment_changes(now: datetime | None = None, limit: int = CHANGE_BATCH)
     """Enrolls for the segment entries and exits since the last poll; returns changes read."""
     now = now or timezone.now()
     with sqlite_writer(), transaction.atomic():
+        if not changes_settled():  # a full recompute is writing: read after it commits
+            return 0
         cursor, _created = TriggerCursor.objects.get_or_create(name="segment_changes")
         cursor = TriggerCursor.objects.select_for_update().get(pk=cursor.pk)
         gaps: dict[str, str] = dict(cursor.gaps or {})

@@ -125,6 +125,7 @@ def recompute(segment: Segment, now: datetime | None = None) -> tuple[int, int]:
     started = time.perf_counter()
     qs = filters.compile_queryset(segment.filter, now, scoring_models())
     with sqlite_writer(), transaction.atomic():
+        _announce_change_writer()
         entered, exited, total, changed = _write_full(segment, qs, now)
         Segment.objects.filter(pk=segment.pk).update(
             member_count=total, computed_at=now, needs_full=False,
@@ -134,6 +135,29 @@ def recompute(segment: Segment, now: datetime | None = None) -> tuple[int, int]:
     if changed:
         _cascade({segment.pk: set(changed)}, now)
     return entered, exited
+
+
+# On PostgreSQL a full recompute can hold tens of thousands of uncommitted SegmentChange ids
+# while shorter transactions commit higher ones. Readers that follow changes by id (journeys)
+# wait until no recompute is in flight, so they never step past its ids: recomputes hold this
+# advisory lock shared, a reader tries it exclusively.
+CHANGE_WRITERS_LOCK = 0x6B7A_5345  # "kzSE"
+
+
+def _announce_change_writer() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", [CHANGE_WRITERS_LOCK])
+
+
+def changes_settled() -> bool:
+    """In a transaction: True when no full recompute is writing changes (and none can start
+    until this transaction ends). Always True on SQLite, where writers take turns."""
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [CHANGE_WRITERS_LOCK])
+        return bool(cur.fetchone()[0])
 
 
 def _definitions() -> list[Segment]:
