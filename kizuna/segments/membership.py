@@ -182,31 +182,31 @@ def _dependents(segment_ids: set[int], segments: Iterable[Segment] | None = None
 def _cascade(changed: dict[int, set[int]], now: datetime) -> int:
     """Segments that use a changed segment follow, for the contacts that moved."""
     segments = _definitions()
-    todo: dict[int, set[int]] = {}
+    pending: dict[int, set[int]] = {}
     for segment_id, contact_ids in changed.items():
         for dependent in _dependents({segment_id}, segments):
-            todo.setdefault(dependent.pk, set()).update(contact_ids)
-    return _refresh(segments, todo, now)
+            pending.setdefault(dependent.pk, set()).update(contact_ids)
+    return _refresh(segments, pending, now)
 
 
-def _refresh(segments: list[Segment], todo: dict[int, set[int]], now: datetime) -> int:
+def _refresh(segments: list[Segment], pending: dict[int, set[int]], now: datetime) -> int:
     """Re-evaluates segments for some contacts in waves: a segment waits while one it reads is
     still to be refreshed, and the dependents of a segment that changed join the next wave.
     Returns how many memberships changed."""
     by_id = {s.pk: s for s in segments}
     changed = 0
     for _wave in range(MAX_WAVES):  # cycles are refused when saving; the limit is only a guard
-        todo = {pk: ids for pk, ids in todo.items() if pk in by_id and ids}
-        if not todo:
+        pending = {pk: ids for pk, ids in pending.items() if pk in by_id and ids}
+        if not pending:
             break
-        ready = {pk: ids for pk, ids in todo.items()
-                 if not set((by_id[pk].triggers or {}).get("segments", [])) & (todo.keys() - {pk})} or todo
-        todo = {pk: ids for pk, ids in todo.items() if pk not in ready}
+        ready = {pk: ids for pk, ids in pending.items()
+                 if not set((by_id[pk].triggers or {}).get("segments", [])) & (pending.keys() - {pk})} or pending
+        pending = {pk: ids for pk, ids in pending.items() if pk not in ready}
         moved = _refresh_many([by_id[pk] for pk in ready], set().union(*ready.values()), now)
         for segment_id, contact_ids in moved.items():
             changed += len(contact_ids)
             for dependent in _dependents({segment_id}, segments):
-                todo.setdefault(dependent.pk, set()).update(contact_ids)
+                pending.setdefault(dependent.pk, set()).update(contact_ids)
     return changed
 
 
@@ -339,9 +339,9 @@ def refresh_contacts(contact_ids: Iterable[int], *, fields: set[str] = frozenset
         return 0
     now = now or timezone.now()
     segments = _definitions()
-    todo = {s.pk: set(ids) for s in segments
+    pending = {s.pk: set(ids) for s in segments
             if not s.needs_full and affected(s, set(fields), set(events), email)}
-    return _refresh(segments, todo, now) if todo else 0
+    return _refresh(segments, pending, now) if pending else 0
 
 
 def on_events(events: Sequence, *, replay: bool = False) -> None:
