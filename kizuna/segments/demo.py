@@ -15,12 +15,12 @@ KANTO_MANUFACTURING = {"all": [
 PRICING_TWICE = {"event": "page", "where": [{"field": "path", "op": "contains", "value": "/pricing"}],
                  "count": {"op": "gte", "value": 2}, "within_days": 30}
 DEMOS = [
-    ("関東の製造業（100名以上）", "Manufacturing companies of 100 people or more in Kanto.", KANTO_MANUFACTURING),
-    ("料金ページを30日で2回以上", "Visited the pricing page at least twice in the last 30 days.", PRICING_TWICE),
-    ("ニュースレターをクリックした人", "Clicked a newsletter link (people, not scanners) in the last 30 days.",
+    ("関東の製造業（100名以上）", "関東の従業員100名以上の製造業。", KANTO_MANUFACTURING),
+    ("料金ページを30日で2回以上", "直近30日に料金ページを2回以上見た人。", PRICING_TWICE),
+    ("ニュースレターをクリックした人", "直近30日にメールのリンクをクリックした人（セキュリティスキャナーは除く）。",
      {"email": "clicked", "within_days": 30}),
     ("検討が進んだリード（未商談）",
-     "Pricing page twice in 30 days, and a mail clicked or a form sent — not yet an opportunity or customer.",
+     "30日で料金ページ2回以上、かつメールクリックかフォーム送信あり。商談・顧客はまだ。",
      {"all": [PRICING_TWICE,
               {"any": [{"email": "clicked", "within_days": 30}, {"event": "Form Submitted"}]},
               {"not": {"field": "lifecycle_stage", "op": "in", "value": ["opportunity", "customer", "evangelist"]}}]}),
