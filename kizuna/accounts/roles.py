@@ -46,6 +46,11 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "scoring.manage": WRITERS,
     "segments.view": ALL,
     "segments.manage": WRITERS,
+    "journeys.view": ALL,
+    "journeys.manage": WRITERS,
+    # Forms, landing pages and downloadable assets (the capture side).
+    "capture.view": ALL,
+    "capture.manage": WRITERS,
 }
 
 # API key scopes, each a set of capabilities; a key can never exceed its owner's role.
