@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "kizuna.lifecycle",
     "kizuna.segments",
     "kizuna.journeys",
+    "kizuna.capture",
     "kizuna.web",
 ]
 
@@ -135,6 +136,8 @@ KIZUNA_JOURNEY_BATCH = config.env_int("KIZUNA_JOURNEY_BATCH", 200)
 KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
 KIZUNA_INGEST_GROUP_COMMIT = config.env_bool("KIZUNA_INGEST_GROUP_COMMIT", True)
 KIZUNA_PROXY_COUNT = config.env_int("KIZUNA_PROXY_COUNT", 0)
+# Form submissions allowed per IP address (per /64 for IPv6) and minute, in bursts of as many.
+KIZUNA_FORM_RATE_PER_MINUTE = config.env_int("KIZUNA_FORM_RATE_PER_MINUTE", 10)
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

@@ -4,22 +4,23 @@ import threading
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive")
+LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "forms")
 
 
 class Command(BaseCommand):
     help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
-            " scheduled retraining of predictive scores, and the task queue (imports, training).")
+            " scheduled retraining of predictive scores, form submissions, and the task queue (imports, training).")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between task-queue polls")
         parser.add_argument(
             "--only", choices=[*LOOPS, "tasks"],
             help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
-                 " journeys, predictive retraining, or the task queue",
+                 " journeys, predictive retraining, form submissions, or the task queue",
         )
 
     def handle(self, *args, interval, only=None, **options):
+        from kizuna.capture import processing as forms
         from kizuna.db import writelock
         from kizuna.events import processing
         from kizuna.handoff import delivery
@@ -32,7 +33,7 @@ class Command(BaseCommand):
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
                    "segments": membership.run, "journeys": journeys.run,
-                   "predictive": predictive_service.run}
+                   "predictive": predictive_service.run, "forms": forms.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
