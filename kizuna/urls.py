@@ -3,6 +3,7 @@ from django.urls import include, path
 from kizuna.api import api
 
 urlpatterns = [
+    path("", include("kizuna.capture.urls")),  # first: public form posts are the hottest Django route
     path("", include("kizuna.web.urls")),
     path("", include("kizuna.accounts.urls")),
     path("", include("kizuna.contacts.urls")),
@@ -12,6 +13,5 @@ urlpatterns = [
     path("", include("kizuna.handoff.urls")),
     path("", include("kizuna.lifecycle.urls")),
     path("", include("kizuna.segments.urls")),
-    path("", include("kizuna.capture.urls")),
     path("api/v1/", api.urls),
 ]

@@ -9,11 +9,13 @@ answer is small and says what is wrong; visitor-supplied text is only ever escap
 
 from __future__ import annotations
 
+import threading
+import time
 from urllib.parse import urlsplit
 
 import orjson
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import translation
@@ -32,16 +34,65 @@ CORS_ALLOW = [("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
               ("Access-Control-Allow-Headers", "Content-Type, Accept"), ("Access-Control-Max-Age", "86400")]
 
 
+# --- what every post reads, kept for a few seconds --------------------------------------------
+
+class _Recent:
+    """Forms by address and the tracking settings' domains, re-read every few seconds rather than
+    on every post (as the tracking endpoints keep their write keys): a saved form or write key
+    reaches every web process within `ttl` seconds, and at once in the process that saved it."""
+
+    ttl = 5.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._forms: dict[str, tuple[Form | None, float]] = {}
+        self._domains: tuple[tuple[str, ...], float] | None = None
+
+    def form(self, slug: str) -> Form | None:
+        now = time.monotonic()
+        found = self._forms.get(slug)
+        if found is not None and now - found[1] < self.ttl:
+            return found[0]
+        form = Form.objects.filter(slug=slug).first()
+        with self._lock:
+            if len(self._forms) > 1000:
+                self._forms.clear()
+            self._forms[slug] = (form, now)
+        return form
+
+    def domains(self) -> tuple[str, ...]:
+        """The sites the tracking settings allow (every enabled write key's domains)."""
+        now = time.monotonic()
+        found = self._domains
+        if found is not None and now - found[1] < self.ttl:
+            return found[0]
+        from kizuna.events.models import WriteKey
+
+        domains: list[str] = []
+        for text in WriteKey.objects.filter(enabled=True).values_list("allowed_domains", flat=True):
+            domains += [d.strip().lower() for d in text.splitlines() if d.strip()]
+        self._domains = (tuple(dict.fromkeys(domains)), now)
+        return self._domains[0]
+
+    def clear(self, *args, **kwargs) -> None:
+        with self._lock:
+            self._forms, self._domains = {}, None
+
+
+recent = _Recent()
+
+
+def _form_or_404(slug: str) -> Form:
+    form = recent.form(slug)
+    if form is None:
+        raise Http404("no such form")
+    return form
+
+
 # --- origins -----------------------------------------------------------------------------------
 
 def tracking_domains() -> tuple[str, ...]:
-    """The sites the tracking settings allow (every enabled write key's domains)."""
-    from kizuna.events.models import WriteKey
-
-    domains: list[str] = []
-    for text in WriteKey.objects.filter(enabled=True).values_list("allowed_domains", flat=True):
-        domains += [d.strip().lower() for d in text.splitlines() if d.strip()]
-    return tuple(dict.fromkeys(domains))
+    return recent.domains()
 
 
 def origin_allowed(form: Form, origin: str) -> bool:
@@ -117,7 +168,7 @@ def hosted(request: HttpRequest, slug: str) -> HttpResponse:
 @require_http_methods(["GET", "OPTIONS"])
 def embed_json(request: HttpRequest, slug: str) -> HttpResponse:
     """What the JS embed fetches: the form's HTML for the page it is on (CORS)."""
-    form = get_object_or_404(Form, slug=slug)
+    form = _form_or_404(slug)
     cors = cors_headers(request, form)
     if cors is None:
         return _json(403, {"error": {"code": "origin", "message": "This site may not show this form."}})
@@ -135,7 +186,7 @@ def embed_json(request: HttpRequest, slug: str) -> HttpResponse:
 @csrf_exempt  # other sites post here: the signed form token and the Origin check stand in for CSRF
 @require_http_methods(["POST", "OPTIONS"])
 def submit(request: HttpRequest, slug: str) -> HttpResponse:
-    form = get_object_or_404(Form, slug=slug)
+    form = _form_or_404(slug)
     cors = cors_headers(request, form)
     wants_json = "application/json" in request.headers.get("Accept", "")
     if cors is None:

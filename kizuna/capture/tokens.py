@@ -54,7 +54,8 @@ def clean_context(context: dict[str, Any] | None) -> dict[str, str]:
 
 def issue(form, *, kind: str = PAGE, shown: list[str] | None = None, context: dict | None = None,
           now: datetime | None = None) -> str:
-    payload: dict[str, Any] = {"f": form.pk, "t": int((now or timezone.now()).timestamp()), "k": kind}
+    # Milliseconds: a code replaced and a new one issued in the same second must differ.
+    payload: dict[str, Any] = {"f": form.pk, "t": int((now or timezone.now()).timestamp() * 1000), "k": kind}
     if shown is not None:
         payload["s"] = shown
     extra = clean_context(context)
@@ -74,7 +75,7 @@ def read(token: str, form, *, now: datetime | None = None) -> FormToken:
     if not isinstance(payload, dict) or payload.get("f") != form.pk or not isinstance(payload.get("t"), int):
         raise TokenError("bad_token", "the form token belongs to another form")
     now = now or timezone.now()
-    issued = datetime.fromtimestamp(payload["t"], tz=UTC)
+    issued = datetime.fromtimestamp(payload["t"] / 1000, tz=UTC)
     if issued > now + CLOCK_SKEW:
         raise TokenError("bad_token", "the form token was issued in the future")
     kind = payload.get("k")
@@ -82,7 +83,8 @@ def read(token: str, form, *, now: datetime | None = None) -> FormToken:
         if now - issued > PAGE_MAX_AGE:
             raise TokenError("expired", "the form has expired")
     elif kind == PLAIN_HTML:
-        if form.plain_html_since and issued < form.plain_html_since.replace(microsecond=0):
+        if form.plain_html_since and issued < form.plain_html_since.replace(
+                microsecond=form.plain_html_since.microsecond // 1000 * 1000):
             raise TokenError("expired", "this copy of the form was replaced")
     else:
         raise TokenError("bad_token", "the form token is not valid")
