@@ -23,6 +23,14 @@ from tests.formhelp import definition, good, make_form, post
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _commit_in_the_request():
+    """Writes in the request's own transaction: the test database is not visible to the group
+    committer's thread (the grouped path is exercised by the browser test and test_group_commit)."""
+    with override_settings(KIZUNA_INGEST_GROUP_COMMIT=False):
+        yield
+
 XSS = '<script>alert("kz")</script><img src=x onerror=alert(1)>'
 
 
@@ -66,6 +74,19 @@ def test_rate_limit_per_ip_answers_429(client, form):
     assert Submission.objects.count() == 5 and rejected(form, "rate_limited") == 2
     with time_machine.travel(timezone.now() + timedelta(seconds=31)):
         assert post(client, form, good(email="g@example.jp"), json=True).status_code == 200
+
+
+@override_settings(KIZUNA_FORM_RATE_PER_MINUTE=2)
+def test_group_commit_stores_a_group_in_one_transaction_and_refuses_past_the_limit(form):
+    from kizuna.capture import writes
+
+    group = [writes.Write(form.pk, ip="203.0.113.50", submission=Submission(form=form, email=f"g{i}@example.jp"))
+             for i in range(3)] + [writes.Write(form.pk, counts=["view"]), writes.Write(form.pk, counts=["honeypot"])]
+    writes.store(group)
+    assert [w.allowed for w in group] == [True, True, False, True, True]
+    assert sorted(Submission.objects.values_list("email", flat=True)) == ["g0@example.jp", "g1@example.jp"]
+    assert group[0].submission.pk is not None
+    assert (rejected(form, "rate_limited"), rejected(form, "view"), rejected(form, "honeypot")) == (1, 1, 1)
 
 
 def test_disposable_addresses_are_refused_when_the_form_says_so(client, form):

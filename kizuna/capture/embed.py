@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import transaction
 from django.template.loader import render_to_string
 from django.templatetags.static import static
 from django.urls import reverse
@@ -28,12 +27,11 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
-from kizuna.capture import spam, tokens
+from kizuna.capture import tokens, writes
 from kizuna.capture.definition import HONEYPOT
 from kizuna.capture.models import Form, FormCounter
 from kizuna.contacts.models import Contact
 from kizuna.contacts.reference import PREFECTURES
-from kizuna.db.writelock import sqlite_writer
 
 TRACKER_COOKIE = "_kz_aid"  # the tracker's anonymous id (kizuna/events/static/kizuna/tracker.js)
 STYLESHEET = "kizuna/forms.css"
@@ -105,8 +103,7 @@ def progressive(form: Form, contact: Contact | None) -> tuple[list[dict], list[s
 
 
 def count_view(form: Form) -> None:
-    with sqlite_writer(), transaction.atomic():
-        spam.count(form.pk, FormCounter.VIEW)
+    writes.record(writes.Write(form.pk, counts=[FormCounter.VIEW]))
 
 
 def prefecture_options(language: str) -> list[dict[str, str]]:

@@ -21,8 +21,8 @@ from kizuna.contacts.models import Contact
 class Form(models.Model):
     name = models.CharField(_("name"), max_length=150, unique=True)
     slug = models.SlugField(
-        _("address"), max_length=80, unique=True,
-        help_text=_("The form's public address is /f/<address>: lower-case letters, digits and hyphens."),
+        _("URL slug"), max_length=80, unique=True,
+        help_text=_("The form's public page is /f/<slug>: lower-case letters, digits and hyphens."),
     )
     active = models.BooleanField(
         _("accepting submissions"), default=True,

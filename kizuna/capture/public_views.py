@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from kizuna.capture import embed, processing, spam, tokens
+from kizuna.capture import embed, processing, spam, tokens, writes
 from kizuna.capture import submit as submitting
 from kizuna.capture.definition import safe_redirect
 from kizuna.capture.models import Form, Submission
@@ -190,7 +190,7 @@ def submit(request: HttpRequest, slug: str) -> HttpResponse:
     cors = cors_headers(request, form)
     wants_json = "application/json" in request.headers.get("Accept", "")
     if cors is None:
-        spam.count(form.pk, "origin")
+        writes.record(writes.Write(form.pk, counts=["origin"]))
         message = "This site may not send this form."
         if wants_json:
             return _json(403, {"ok": False, "error": {"code": "origin", "message": message}})

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Count, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from kizuna.accounts import audit
 from kizuna.capture import definition as definitions
@@ -73,9 +73,9 @@ def stats(forms: Iterable[Form], days: int = STATS_DAYS) -> dict[int, dict[str, 
 
 
 REASONS = {
-    "honeypot": _lazy("Honeypot filled (bot)"), "too_fast": _lazy("Sent too fast"),
-    "rate_limited": _lazy("Rate limit"), "disposable": _lazy("Disposable address"),
-    "bad_token": _lazy("Invalid or expired form token"), "origin": _lazy("Site not allowed"),
+    "honeypot": gettext_lazy("Honeypot filled (bot)"), "too_fast": gettext_lazy("Sent too fast"),
+    "rate_limited": gettext_lazy("Rate limit"), "disposable": gettext_lazy("Disposable address"),
+    "bad_token": gettext_lazy("Invalid or expired form token"), "origin": gettext_lazy("Site not allowed"),
 }
 
 
@@ -115,7 +115,7 @@ def export_csv(actor, form: Form) -> tuple[str, Iterator[bytes]]:
     names = [f["name"] for f in form.definition.get("fields", []) + form.definition.get("pool", [])]
     consent_names = [f["name"] for f in form.definition.get("fields", []) if f["type"] == "consent"]
     names = [n for n in names if n not in consent_names]
-    header = [_("ID"), _("Received"), _("Status"), _("Email"), _("Contact ID"), *names,
+    header = [_("ID"), _("Received at"), _("Status"), _("Email"), _("Contact ID"), *names,
               *[f"{n} ({_('consent')})" for n in consent_names], _("Page"), _("Referrer"), "utm_source",
               "utm_medium", "utm_campaign", "utm_term", "utm_content", _("IP"), _("Anonymous id")]
     audit.record(actor, "export", form, changes={"submissions": form.submissions.count()})

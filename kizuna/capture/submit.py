@@ -4,8 +4,9 @@
 succeeded and nothing is kept), 3. the minimum fill time, 4. the fields, by type and then by the
 contact service's own validation (`clean_contact_input`, the one the UI, API and imports use),
 5. disposable addresses when the form blocks them, 6. the rate limit per IP, taken in the same
-transaction that stores the submission. A bad value gets an error naming its field; the good
-values are kept for the form shown again. Rejections are counted per reason, never stored.
+transaction that stores the submission (writes.py: concurrent posts share that transaction).
+A bad value gets an error naming its field; the good values are kept for the form shown again.
+Rejections are counted per reason, never stored.
 
 The contact, consent and actions follow from the stored row in the worker (processing.py).
 """
@@ -21,18 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from kizuna.capture import spam, tokens
+from kizuna.capture import spam, tokens, writes
 from kizuna.capture.definition import HONEYPOT, TEXT_LIMITS
 from kizuna.capture.models import Form, Submission
 from kizuna.contacts.emails import InvalidEmail, normalise_email
 from kizuna.contacts.models import Company, Contact
 from kizuna.contacts.reference import normalise_prefecture
 from kizuna.contacts.services import CONTACT_TEXT_FIELDS, ContactError, clean_company_input, clean_contact_input
-from kizuna.db.writelock import sqlite_writer
 from kizuna.events.referrers import utm_from_url
 
 ANON_RE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
@@ -269,8 +268,7 @@ def check_values(form: Form, fields: list[dict], post: Mapping[str, Any], getlis
 
 
 def _reject(form: Form, status: int, code: str, message: str, reason: str, **extra) -> Outcome:
-    with sqlite_writer(), transaction.atomic():
-        spam.count(form.pk, reason)
+    writes.record(writes.Write(form.pk, counts=[reason]))
     return Outcome(status, code, message, **extra)
 
 
@@ -305,19 +303,15 @@ def submit(form: Form, post: Mapping[str, Any], visit: Visit, *, getlist=None) -
                                         "not accepted.")
         reasons.append("disposable")
     submission = None
-    with sqlite_writer(), transaction.atomic():
-        allowed = spam.allow(visit.ip)
-        if not allowed:
-            reasons.append("rate_limited")
-        elif not checked.errors:
-            submission = Submission.objects.create(
-                form=form, email=checked.email, values=checked.values,
-                mapped={"contact": checked.contact, "company": checked.company}, consents=checked.consents,
-                context=token.context, ip=visit.ip or None, user_agent=visit.user_agent, page_url=visit.page_url,
-                referrer=visit.referrer, utm=utm_from_url(visit.page_url) if visit.page_url else {},
-                anonymous_id=visit.anonymous_id, created_at=now, next_attempt_at=now)
-        for reason in reasons:
-            spam.count(form.pk, reason)
+    if not checked.errors:
+        submission = Submission(
+            form=form, email=checked.email, values=checked.values,
+            mapped={"contact": checked.contact, "company": checked.company}, consents=checked.consents,
+            context=token.context, ip=visit.ip or None, user_agent=visit.user_agent, page_url=visit.page_url,
+            referrer=visit.referrer, utm=utm_from_url(visit.page_url) if visit.page_url else {},
+            anonymous_id=visit.anonymous_id, created_at=now, next_attempt_at=now)
+    # The rate limit is taken in the same transaction that stores the submission.
+    allowed = writes.record(writes.Write(form.pk, counts=reasons, ip=visit.ip, submission=submission)).allowed
     if not allowed:
         return Outcome(429, "rate_limited", _("Too many submissions from your network. Please wait a minute and "
                                               "try again."), values=values, token=token_text, shown=token.shown)
