@@ -50,14 +50,15 @@ def bucket_name(ip: str) -> str:
     return BUCKET_PREFIX + str(address)
 
 
-def allow(ip: str) -> bool:
-    """Takes one submission from the IP's bucket; False when it is empty (answer 429)."""
-    from kizuna.messaging.outbox import take_tokens
+def allow(ips: list[str]) -> list[bool]:
+    """Takes one submission from each IP's bucket, in order; False where it is empty (429)."""
+    from kizuna.messaging.outbox import take_tokens_many
 
     per_minute = rate_per_minute()
     if per_minute <= 0:
-        return True
-    return take_tokens(bucket_name(ip), per_minute / 60, 1, burst=float(per_minute)) == 1
+        return [True] * len(ips)
+    takes = [(bucket_name(ip), per_minute / 60, 1, float(per_minute)) for ip in ips]
+    return [granted == 1 for granted in take_tokens_many(takes)]
 
 
 def retry_after() -> int:
