@@ -117,6 +117,17 @@ def test_hosted_page_has_the_fields_prefectures_honeypot_token_and_counts_a_view
     assert "form-action 'self' http://127.0.0.1:8000" in response["Content-Security-Policy"]
 
 
+def test_hosted_page_can_load_the_tracker_allowed_by_the_pages_nonce(client, topic):
+    from kizuna.events.models import WriteKey
+
+    key = WriteKey.objects.create(name="Forms")
+    make_form(slug="tracked", name="計測つき", track_with=key.pk)
+    response = client.get("/f/tracked")
+    nonce = re.search(r"'nonce-([^']+)'", response["Content-Security-Policy"]).group(1)
+    html = response.content.decode()
+    assert f'<script nonce="{nonce}">' in html and f"/kz.js?k={key.key}" in html
+
+
 def test_prefecture_field_offers_the_47_prefectures_in_japanese(client, topic):
     make_form(slug="seminar", name="セミナー", fields=[
         {"name": "email", "type": "email", "label": "メール", "required": True, "maps_to": "email"},

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import orjson
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.middleware.csp import get_nonce
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import translation
@@ -139,7 +140,7 @@ def _page(request: HttpRequest, form: Form, template: str, context: dict, status
 
         key = WriteKey.objects.filter(pk=key_id, enabled=True).first()
         if key is not None:
-            nonce = str(request._csp_nonce) if getattr(request, "_csp_nonce", None) is not None else ""
+            nonce = get_nonce(request)  # the loader is an inline script: the page's CSP allows it by nonce
             tracker = tracker_snippet(settings.BASE_URL, key.key).replace("<script>", f'<script nonce="{nonce}">', 1)
     with translation.override(form.language):
         response = render(request, template, {"form": form, "title": form.definition.get("title") or form.name,
