@@ -334,7 +334,7 @@ def test_double_opt_in_mail_arrives_and_only_its_link_records_consent(client, to
                           organisation="株式会社キズナ", postal_address="東京都千代田区丸の内1-1-1", is_default=True)
     template = services.create_confirmation_template(None, "ja")
     form = make_form(double_opt_in={"template": template.pk})
-    post(client, form, good())
+    post(client, form, good(sei="<b>山田</b>"))
     processing.process_due()
     submission = Submission.objects.get()
     assert submission.status == "awaiting"
@@ -348,6 +348,7 @@ def test_double_opt_in_mail_arrives_and_only_its_link_records_consent(client, to
     assert mail["To"] == "taro.yamada@maruyama-seiki.co.jp"
     assert "ご確認のお願い" in str(mail["Subject"]) and "List-Unsubscribe" not in mail  # transactional
     html = mail.get_body(("html",)).get_content()
+    assert "&lt;b&gt;山田&lt;/b&gt;様" in html and "<b>山田" not in html  # what a visitor typed, escaped
     link = re.search(r'href="(http://127\.0\.0\.1:8000/f/whitepaper/confirm/[^"]+)"', html).group(1)
     assert link in mail.get_body(("plain",)).get_content()
     path = link.removeprefix("http://127.0.0.1:8000")
