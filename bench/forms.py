@@ -392,6 +392,18 @@ def render(results: dict[str, dict], args: argparse.Namespace, info: dict[str, s
             cells.append(f"server {c['server']:.2f}, database {c['database']:.2f}, wrk {c['wrk']:.2f}, "
                          f"other {c['other']:.2f}; load {loads}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    def per_request(db: str, name: str) -> str:
+        s = sums[db][name]
+        return f"{1000 * s.cpu['server'] / s.rps:.2f} ms" + (
+            f" (+ {1000 * s.cpu['database'] / s.rps:.2f} ms in PostgreSQL)" if s.cpu["database"] >= 0.01 else "")
+
+    lines += ["", "Where the time goes: per acknowledged submission the server used "
+              + "; ".join(f"{per_request(db, 'submit')} of CPU on {names[db]}" for db in dbs)
+              + ", against " + "; ".join(f"{per_request(db, 'options')}" for db in dbs)
+              + " for the Django baseline: the token, the field checks, the contact service's validation and "
+              "the share of the grouped transaction (rate-limit buckets and rows, several posts per commit). "
+              "Applying a submission afterwards is the heavier half (about 60 queries through the contact, "
+              "consent, scoring and event services), done by the worker at its own pace."]
     lines += ["", f"Concurrency chosen from a sweep of {args.sweep_seconds:g} s runs (highest throughput; a lower "
               "concurrency within 3% of it wins):", ""]
     for db in dbs:

@@ -30,6 +30,7 @@ def definition(**changes) -> dict:
             {"name": "interest", "type": "select", "label": "ご関心", "options": ["生産管理", "在庫管理"]},
             {"name": "message", "type": "textarea", "label": "ご質問"},
             {"name": "campaign", "type": "hidden", "from": "utm_campaign"},
+            {"name": "ref_code", "type": "hidden", "from": "query:ref"},
             {"name": "agree", "type": "consent", "text": "メールマガジンの配信に同意します。", "version": "2026-12",
              "topics": ["newsletter"], "policy_url": "https://www.example.co.jp/privacy"},
         ],

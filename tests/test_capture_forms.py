@@ -98,7 +98,7 @@ def test_changed_consent_words_need_a_new_version(form):
     data["fields"][-1]["text"] = "メールマガジンとセミナー案内の配信に同意します。"
     with pytest.raises(definitions.DefinitionError) as caught:
         services.save_form(None, form, data)
-    assert caught.value.errors == [("fields[9].version", "the consent text changed: give it a new version")]
+    assert caught.value.errors == [("fields[10].version", "the consent text changed: give it a new version")]
     data["fields"][-1]["version"] = "2027-01"
     services.save_form(None, form, data)
     assert Form.objects.get(pk=form.pk).definition["fields"][-1]["version"] == "2027-01"

@@ -166,7 +166,8 @@ def test_script_in_every_field_is_escaped_in_pages_exports_and_mails(client, for
     Company.objects.create(name="例", domain="example.co.jp", owner=owner)
     evil = good(email="xss@example.co.jp", sei=XSS[:90], mei=XSS[:90], company=XSS, tel="03-1234-5678",
                 interest="生産管理", message=f"=HYPERLINK(\"http://evil\")\n{XSS}",
-                kz_page="https://www.example.co.jp/?q=<script>alert(2)</script>", kz_ref=f"https://r.example/{XSS}",
+                kz_page="https://www.example.co.jp/?q=<script>alert(2)</script>&ref=dx%0D%0ABcc:%20x",
+                kz_ref=f"https://r.example/{XSS}",
                 kz_aid="aid-xss")
     assert post(client, form, evil).status_code == 303
     # Shown again after an error, what was typed is escaped too.
@@ -175,6 +176,7 @@ def test_script_in_every_field_is_escaped_in_pages_exports_and_mails(client, for
     processing.process_due()
     submission = Submission.objects.get()
     assert submission.status == "processed", submission.error
+    assert submission.values["ref_code"] == "dx  Bcc: x"  # a hidden value from the page address: one line
     client.force_login(make_user("admin", username="boss"))
     for url in ("/forms/", f"/forms/{form.pk}/", f"/contacts/{submission.contact_id}/"):
         html = client.get(url).content.decode()

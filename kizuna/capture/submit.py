@@ -225,7 +225,8 @@ def check_values(form: Form, fields: list[dict], post: Mapping[str, Any], getlis
     for f in fields:
         name = f["name"]
         if f["type"] == "hidden":
-            value = _hidden_value(f, visit)
+            # From the page's address (the visitor's to choose): one line, no control characters.
+            value = CONTROL.sub("", LINE_BREAK.sub(" ", _hidden_value(f, visit)))[:500]
             checked.values[name] = value
             if f.get("maps_to") and value:
                 _place(checked, f["maps_to"], value)
@@ -255,7 +256,7 @@ def check_values(form: Form, fields: list[dict], post: Mapping[str, Any], getlis
             checked.consents.append({"action": index, "text": action["text"], "version": action["version"],
                                      "topics": action["topics"], "given": True})
     try:  # the contact service's own rules (lengths, custom fields), without writing anything
-        clean_contact_input({k: v for k, v in checked.contact.items()}, existing=Contact())
+        clean_contact_input(dict(checked.contact), existing=Contact())
     except ContactError as exc:
         checked.errors.update({k: v for k, v in _service_errors(exc, owners).items() if k not in checked.errors})
     if checked.company:
