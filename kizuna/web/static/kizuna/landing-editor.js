@@ -107,7 +107,7 @@
             variants.splice(vi, 1);
             rebalance(); save(); draw();
           }}) : null));
-        card.append(fault(`${vpath}.key`), fault(`${vpath}.weight`));
+        [fault(`${vpath}.key`), fault(`${vpath}.weight`)].forEach((f) => { if (f) card.append(f); });
         const list = el("ol", {class: "lp-blocks"});
         if (!variant.blocks.length) list.append(el("li", {class: "muted", text: T.tEmpty}));
         variant.blocks.forEach((block, bi) => {
