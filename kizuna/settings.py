@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "kizuna.lifecycle",
     "kizuna.segments",
     "kizuna.journeys",
+    "kizuna.landing",
     "kizuna.web",
 ]
 
@@ -128,6 +129,7 @@ TASKS = {
 KIZUNA_EVENT_HANDLERS: list[str] = [
     "kizuna.scoring.engine.on_events",  # first: segments read the scores it changes
     "kizuna.segments.membership.on_events",
+    "kizuna.landing.services.on_events",  # landing page views and their conversions
     "kizuna.journeys.triggers.on_events",  # last: sees the scores, stages and segments just changed
 ]
 KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)

@@ -37,6 +37,9 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Hot leads"), "scoring:hot_leads", "contacts.view", "leads"),
         MenuItem(_("Funnel"), "lifecycle:funnel", "contacts.view", "reports/funnel"),
     ]),
+    (_("Capture"), [
+        MenuItem(_("Landing pages"), "landing:list", "capture.view", "landing-pages"),
+    ]),
     (_("Email"), [
         MenuItem(_("Bulk sends"), "messaging:bulk_list", "email.view", "email/bulk"),
         MenuItem(_("Email templates"), "messaging:template_list", "email.view", "email/templates"),
