@@ -12,5 +12,6 @@ urlpatterns = [
     path("", include("kizuna.handoff.urls")),
     path("", include("kizuna.lifecycle.urls")),
     path("", include("kizuna.segments.urls")),
+    path("", include("kizuna.journeys.urls")),
     path("api/v1/", api.urls),
 ]
