@@ -283,6 +283,18 @@ WEEKDAYS = [gettext_lazy("Monday"), gettext_lazy("Tuesday"), gettext_lazy("Wedne
             gettext_lazy("Friday"), gettext_lazy("Saturday"), gettext_lazy("Sunday")]
 
 
+def condition_words(tree: Any, names: Names) -> str:
+    """A condition in a few words: its first conditions, joined."""
+    try:
+        line = describe(tree, names)
+    except (KeyError, TypeError, AttributeError):
+        return "?"
+    if not line.children:
+        return line.text
+    words = "; ".join(c.text for c in line.children[:3])
+    return words + ("; …" if len(line.children) > 3 else "")
+
+
 def node_title(node: dict | None, names: Names, journeys: dict[int, str] | None = None) -> str:
     """A step as the diagram names it: its label, or what it does in a few words."""
     if not node:
@@ -302,6 +314,8 @@ def node_title(node: dict | None, names: Names, journeys: dict[int, str] | None 
         days = node.get("days") or 0
         return (ngettext("Wait until %(at)s, %(n)s day later", "Wait until %(at)s, %(n)s days later", days)
                 if days else _("Wait until %(at)s")) % {"at": node.get("time_of_day"), "n": days}
+    if kind == "condition":
+        return _("If: %(words)s") % {"words": condition_words(node.get("if"), names)}
     if kind == "wait_event":
         event = _("a page visit") if node.get("event") == "page" else _quoted(node.get("event"))
         return _("Wait up to %(time)s for %(event)s") % {"time": _duration_text(node.get("timeout")), "event": event}
@@ -330,6 +344,12 @@ def node_title(node: dict | None, names: Names, journeys: dict[int, str] | None 
 
 # --- the journey list ------------------------------------------------------------------------------
 
+def has_goal(journey: Journey) -> bool:
+    """A goal condition or a goal step: without either, goal conversion means nothing."""
+    nodes = journey.current.graph.get("nodes", []) if journey.current_id else []
+    return bool(journey.goal_filter) or any(n.get("type") == "goal" for n in nodes)
+
+
 def journey_rows(journeys: QuerySet[Journey]) -> list[dict[str, Any]]:
     from kizuna.journeys.stats import STATES, list_counts
 
@@ -338,7 +358,7 @@ def journey_rows(journeys: QuerySet[Journey]) -> list[dict[str, Any]]:
     names = Names.load()
     empty = {**dict.fromkeys(STATES, 0), "enrolled": 0, "goals": 0, "conversion": None}
     return [{"journey": j, "trigger": trigger_text(j.current.graph.get("trigger") if j.current else None, names),
-             "entry": entry_text(j), "counts": counts.get(j.pk, empty)} for j in journeys]
+             "entry": entry_text(j), "counts": counts.get(j.pk, empty), "has_goal": has_goal(j)} for j in journeys]
 
 
 # --- enrollments and the inspector -----------------------------------------------------------------
@@ -583,6 +603,7 @@ def builder_schema(journey: Journey | None, *, readonly: bool) -> dict[str, Any]
     events = ["page", *filter_schema["events"]]
     return {
         "readonly": readonly,
+        "hasGoal": has_goal(journey) if journey else False,
         "filter": filter_schema,
         "templates": [list(t) for t in templates],
         "templateNames": [[k, v] for k, v in names.templates.items()],
@@ -626,7 +647,8 @@ def builder_schema(journey: Journey | None, *, readonly: bool) -> dict[str, Any]
             "trEnters": _("When a contact enters the segment %(segment)s"),
             "trLeaves": _("When a contact leaves the segment %(segment)s"),
             "trPage": _("When a contact visits a page"), "trEvent": _("When a contact does %(event)s"),
-            "trWhere": _("(%(n)s conditions)"), "trDate": _("%(when)s, at %(at)s"),
+            "trWhere": _("where %(conditions)s"), "and": _(" and "), "property": _("property %(name)s"),
+            "trDate": _("%(when)s, at %(at)s"),
             "daysBefore": _pair("%(n)s day before %(field)s", "%(n)s days before %(field)s"),
             "daysAfter": _pair("%(n)s day after %(field)s", "%(n)s days after %(field)s"),
             "onTheDay": _("On the day of %(field)s"),
@@ -658,7 +680,7 @@ def builder_schema(journey: Journey | None, *, readonly: bool) -> dict[str, Any]
             "percent": _("Percent"), "branchLabel": _("Name (optional)"), "addBranch": _("+ Branch"),
             "removeBranch": _("Remove this branch"), "holdout": _("Holdout %"),
             "holdoutHint": _("A control group that gets nothing: their run ends at the split."),
-            "splitTotal": _("Branches and holdout: %(n)s% (must be 100%)"),
+            "splitTotal": _("Branches and holdout: %(n)s%% (must be 100%%)"),
             "template": _("Email template"),
             "templateHint": _("Only templates with a saved version are offered."),
             "noTemplates": _("No template has a saved version yet: save one under Email templates first."),
@@ -690,5 +712,9 @@ def builder_schema(journey: Journey | None, *, readonly: bool) -> dict[str, Any]
             "statSkipped": _("skipped"),
             "statSkippedHint": _("Runs where the step could not act (no consent, a deleted template, a refused value)"),
             "statsAt": _("Updated %(time)s"),
+            "ifWords": _("If: %(words)s"), "everyone": _("every contact"), "noOne": _("no contact"),
+            "or": _(" or "), "notWords": _("not (%(words)s)"), "inSegment": _("in the segment %(segment)s"),
+            "neverWords": _("never: %(what)s"),
+            "zoomIn": _("Zoom in"), "zoomOut": _("Zoom out"), "zoomFit": _("Fit"),
         },
     }

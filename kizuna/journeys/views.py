@@ -101,7 +101,7 @@ def _builder(request, journey: Journey | None):
     if request.method == "GET":
         errors = services.place_errors(graph, problems)
     names = Names.load()
-    page_stats = stats.journey_stats(journey) if journey is not None else None
+    page_stats = stats.shared_journey_stats(journey) if journey is not None else None
     schema = services.builder_schema(journey, readonly=readonly)
     schema.update(open=open_steps, countUrl=reverse("api:segment_count"), statsEvery=STATS_EVERY_MS,
                   statsUrl=reverse("journeys:stats", args=[journey.pk]) if journey else None)
@@ -174,7 +174,7 @@ def journey_status(request, pk: int):
 def journey_stats(request, pk: int):
     """The builder's live numbers (polled every few seconds)."""
     journey = get_object_or_404(Journey, pk=pk)
-    return JsonResponse(stats.journey_stats(journey))
+    return JsonResponse(stats.shared_journey_stats(journey))
 
 
 @capability_required("journeys.view")

@@ -26,7 +26,8 @@
   };
   // Words with a number come as [one, other] (English); Japanese has the same text twice.
   const plural = (pair, n) => (Array.isArray(pair) ? pair[Number(n) === 1 ? 0 : 1] : pair);
-  const fmt = (text, values) => String(text).replace(/%\((\w+)\)s/g, (m, k) => (k in values ? String(values[k]) : m));
+  // Python-format words from the server: %(name)s filled in, %% is a percent sign.
+  const fmt = (text, values) => String(text).replace(/%\((\w+)\)s|%%/g, (m, k) => (m === "%%" ? "%" : k in values ? String(values[k]) : m));
   const options = (pairs, current) => pairs.map(([value, label]) =>
     el("option", { value: String(value), selected: String(value) === String(current) }, String(label)));
 
@@ -163,7 +164,7 @@
         case "wait_event":
           return fmt(T.waitEvent, { time: durationText(node.timeout),
             event: node.event === "page" ? T.pageVisit : quoted(node.event || "?") });
-        case "condition": return T.types.condition;
+        case "condition": return fmt(T.ifWords, { words: conditionWords(node.if) });
         case "split": return T.types.split;
         case "send_email": return fmt(T.sendEmail, { email: quoted(nameOf(S.templateNames, node.template)) });
         case "update_field": {
@@ -185,6 +186,43 @@
         default: return T.types[node.type] || node.type;
       }
     };
+    // A condition in a few words, for the card (the editor shows it whole).
+    const fieldsByKey = new Map(S.filter.fields.map((f) => [f.key, f]));
+    const valueWords = (n, f) => {
+      if (n.value === undefined || n.value === null) return "";
+      const label = (v) => (f && f.choices ? nameOf(f.choices, v, "%(id)s") : n.field === "list" ? nameOf(S.lists, v)
+        : n.field === "owner" ? nameOf(S.filter.users, v) : String(v));
+      return Array.isArray(n.value) ? n.value.map(label).join(", ") : label(n.value);
+    };
+    const treeWords = (n, top) => {
+      if (!n || typeof n !== "object") return "?";
+      if ("all" in n || "any" in n) {
+        const key = "all" in n ? "all" : "any";
+        const parts = (n[key] || []).map((c) => treeWords(c, false));
+        if (!parts.length) return key === "all" ? T.everyone : T.noOne;
+        const joined = parts.join(key === "all" ? T.and : T.or);
+        return parts.length === 1 || top ? joined : `(${joined})`;
+      }
+      if ("not" in n) return fmt(T.notWords, { words: treeWords(n.not, false) });
+      if ("segment" in n) return fmt(T.inSegment, { segment: quoted(nameOf(S.segments, n.segment)) });
+      if ("email" in n) {
+        const action = nameOf(S.filter.emailActions, n.email);
+        return `${action} ${n.template === null || n.template === undefined ? S.filter.text.anyTemplate : quoted(nameOf(S.templateNames, n.template))}`;
+      }
+      if ("event" in n) {
+        const never = n.count && n.count.op === "eq" && n.count.value === 0;
+        const what = n.event === "page" ? S.filter.text.page : n.event === S.filter.formEvent ? S.filter.text.form
+          : quoted(n.event);
+        return never ? fmt(T.neverWords, { what }) : what;
+      }
+      const f = fieldsByKey.get(n.field);
+      const op = ((S.filter.kindOpLabels[f ? f.kind : ""] || {})[n.op]) || S.filter.opLabels[n.op] || n.op;
+      return [f ? f.label : n.field, op, valueWords(n, f)].filter(Boolean).join(" ");
+    };
+    const conditionWords = (tree) => {
+      const words = treeWords(tree, true);
+      return words.length > 110 ? `${words.slice(0, 108)}…` : words;
+    };
     const title = (node) => (node.label ? node.label : summary(node));
     const triggerSummary = (t) => {
       switch (t.type) {
@@ -192,7 +230,12 @@
           return fmt(t.on === "exited" ? T.trLeaves : T.trEnters, { segment: quoted(nameOf(S.segments, t.segment)) });
         case "event": {
           const what = t.event === "page" ? T.trPage : fmt(T.trEvent, { event: quoted(t.event || "?") });
-          return (t.where || []).length ? `${what} ${fmt(T.trWhere, { n: t.where.length })}` : what;
+          const conds = (t.where || []).map((c) => {
+            const f = String(c.field || "");
+            const label = f.startsWith("properties.") ? fmt(T.property, { name: f.slice(11) }) : nameOf(S.filter.eventFields, f);
+            return `${label} ${S.filter.opLabels[c.op] || c.op} ${quoted(c.value || "")}`;
+          });
+          return conds.length ? `${what} ${fmt(T.trWhere, { conditions: conds.join(T.and) })}` : what;
         }
         case "date": {
           const field = nameOf(S.dateFields, t.field);
@@ -218,6 +261,8 @@
       write();
       const flag = document.querySelector("[data-unsaved]");
       if (flag) flag.hidden = false;
+      const bar = document.querySelector(".save-bar");
+      if (bar) bar.classList.add("floating");
     };
     // A value typed into a step: the model, its title, the JSON; the faults shown on it are cleared.
     const touched = (node) => {
@@ -448,7 +493,14 @@
         { maxlength: "200", placeholder: summary(node), "data-field": "label" }), "label", T.labelHint));
       fs.append(...(EDITORS[node.type] || (() => [el("p", { class: "muted", text: T.unknownType })]))(node));
       fs.append(...linkEditors(node));
-      fs.append(el("div", { class: "jd-editor-foot" }, button(readonly ? T.close : T.done, () => { open.delete(node.id); draw(); })));
+      fs.append(el("div", { class: "jd-editor-foot" },
+        readonly ? null : button(T.deleteStep, () => {
+          const snapshot = JSON.stringify(graph);
+          if (removeNode(node)) changed();
+          else { graph = JSON.parse(snapshot); draw(); }
+        }, "danger small", { "data-delete": "" }),
+        el("span", { class: "spacer" }),
+        button(readonly ? T.close : T.done, () => { open.delete(node.id); draw(); }, "secondary small", { "data-done": "" })));
       return fs;
     };
 
@@ -502,7 +554,8 @@
           el("div", { "data-field": "audience" }, filterBox("trigger", t.audience, (tree) => { t.audience = tree; touched(null); }, true)));
       }
       if (t.type === "manual") fs.append(el("p", { class: "muted small", text: T.manualHint }));
-      fs.append(el("div", { class: "jd-editor-foot" }, button(readonly ? T.close : T.done, () => { open.delete("@trigger"); draw(); })));
+      fs.append(el("div", { class: "jd-editor-foot" }, el("span", { class: "spacer" }),
+        button(readonly ? T.close : T.done, () => { open.delete("@trigger"); draw(); }, "secondary small", { "data-done": "" })));
       return fs;
     };
 
@@ -539,11 +592,16 @@
     };
     const addMenu = (owner, key) => {
       const after = getLink(owner, key);
+      const here = slotId(owner, key);
       return el("div", { class: "jd-menu", role: "menu" },
         TYPE_GROUPS.map(([group, types]) => el("div", { class: "jd-menu-group" }, el("div", { class: "jd-menu-title", text: group }),
           types.filter((t) => t !== "exit" || !after).map((t) => button(T.types[t], () => insert(owner, key, t),
             `secondary small jd-add-${t}`, { role: "menuitem", "data-add-type": t })))),
-        button(T.cancel, () => { menu = null; draw(); }, "link small"));
+        el("div", { class: "jd-menu-foot" },
+          !after && graph.nodes.length ? button(T.goToStep, () => { menu = { slot: here, kind: "goto" }; draw(); }, "link small",
+            { "data-goto": here }) : null,
+          el("span", { class: "spacer" }),
+          button(T.cancel, () => { menu = null; draw(); }, "link small")));
     };
     const gotoMenu = (owner, key) => {
       const choice = el("select", { "aria-label": T.goToStep, "data-goto-select": "" },
@@ -566,8 +624,6 @@
       const showing = menu && menu.slot === here && menu.kind === "goto";
       return el("div", { class: "jd-end", "data-end": owner || key === "start" ? here : null },
         el("span", { class: "jd-end-dot", text: words || T.end }),
-        !readonly && key && graph.nodes.length ? button(T.goToStep, () => { menu = { slot: here, kind: "goto" }; draw(); }, "link small",
-          { "data-goto": here }) : null,
         showing ? gotoMenu(owner, key) : null);
     };
     const gotoEl = (owner, key, target, nodes) => {
@@ -620,22 +676,17 @@
     const card = (node) => {
       const editing = open.has(node.id);
       const { up, down } = readonly ? {} : moves(node);
-      const c = el("div", { class: `jd-node jd-${node.type}${editing ? " editing" : ""}`, "data-node": node.id, id: `step-${node.id}` },
+      return el("div", { class: `jd-node jd-${node.type}${editing ? " editing" : ""}`, "data-node": node.id, id: `step-${node.id}` },
         el("div", { class: "jd-node-head" },
           el("span", { class: "jd-type", text: T.types[node.type] || node.type }), el("span", { class: "spacer" }),
           up ? button("↑", () => swap(up, node), "secondary small", { title: T.moveUp, "aria-label": T.moveUp }) : null,
           down ? button("↓", () => swap(node, down), "secondary small", { title: T.moveDown, "aria-label": T.moveDown }) : null,
-          editing ? null : button(readonly ? T.details : T.edit, () => { open.add(node.id); draw(); }, "secondary small", { "data-edit": "" }),
-          readonly ? null : button("🗑", () => {
-            const snapshot = JSON.stringify(graph);
-            if (removeNode(node)) changed();
-            else { graph = JSON.parse(snapshot); draw(); }
-          }, "secondary small jd-delete", { title: T.deleteStep, "aria-label": T.deleteStep, "data-delete": "" })),
+          editing ? null : button(readonly ? T.details : T.edit, () => { open.add(node.id); draw(); }, "secondary small",
+            { "data-edit": "" })),
         el("div", { class: "jd-title", "data-title": node.id, text: title(node) }),
         el("div", { class: "jd-stats", "data-stats": node.id }),
         el("ul", { class: "jd-errors", "data-errors": node.id }),
         editing ? editor(node) : null);
-      return c;
     };
     const redrawWays = (node) => {
       ways(node).forEach((w) => {
@@ -666,6 +717,25 @@
     }
 
     const diagram = el("div", { class: "jd", "data-diagram": "" });
+    // Zoom: a wide journey (many ways side by side) can be seen whole, then read at 100%.
+    let zoom = 1;
+    const zoomText = el("span", { class: "jd-zoom-value", "aria-live": "polite" });
+    const setZoom = (z) => {
+      zoom = Math.min(1.25, Math.max(0.4, Math.round(z * 100) / 100));
+      Array.from(diagram.children).forEach((c) => { c.style.zoom = String(zoom); });
+      zoomText.textContent = `${Math.round(zoom * 100)}%`;
+    };
+    const fit = () => {
+      setZoom(1);
+      const wanted = diagram.clientWidth / Math.max(diagram.scrollWidth, 1);
+      setZoom(Math.min(1, wanted));
+    };
+    const zoomBar = el("div", { class: "jd-zoom" },
+      button("−", () => setZoom(zoom - 0.1), "secondary small", { title: T.zoomOut, "aria-label": T.zoomOut }),
+      zoomText,
+      button("+", () => setZoom(zoom + 0.1), "secondary small", { title: T.zoomIn, "aria-label": T.zoomIn }),
+      button(T.zoomFit, fit, "secondary small", { "data-zoom-fit": "" }),
+      button("100%", () => setZoom(1), "secondary small"));
     const banner = el("ul", { class: "errorlist nonfield jd-banner", hidden: true, role: "alert" });
     function draw() {
       builders.forEach((_b, where) => { if (where !== "exit_filter" && where !== "goal_filter") builders.delete(where); });
@@ -681,6 +751,7 @@
           el("p", { class: "muted small", text: T.unconnectedHelp }), el("div", { class: "jd-branches jd-loose-row" }, cols)));
       }
       diagram.replaceChildren(...parts);
+      parts.forEach((c) => { if (zoom !== 1) c.style.zoom = String(zoom); });
       write();
       paintErrors();
       paintStats();
@@ -748,7 +819,8 @@
         const key = box.dataset.stat;
         const value = key === "enrolled" ? sc.enrolled : key === "goals" ? sc.goals : key === "conversion" ? sc.conversion
           : sc.states[key];
-        box.textContent = value === null || value === undefined ? "—" : key === "conversion" ? `${value}%` : numbers.format(value);
+        const none = value === null || value === undefined || (key === "conversion" && !S.hasGoal);
+        box.textContent = none ? "—" : key === "conversion" ? `${numbers.format(value)}%` : numbers.format(value);
       });
       (stats.versions || []).forEach((v) => {
         const runs = document.querySelector(`[data-version-runs="${v.id}"]`);
@@ -792,12 +864,14 @@
     });
 
     // --- the page ----------------------------------------------------------------------------
-    app.append(banner,
+    app.append(zoomBar, banner,
       el("datalist", { id: "jr-events" }, S.events.map((e) => el("option", { value: e }))),
       el("datalist", { id: "jr-tags" }, S.filter.tags.map((t) => el("option", { value: t }))),
       diagram);
     app.hidden = false;
     draw();
+    setZoom(1);
+    if (!open.size && diagram.scrollWidth > diagram.clientWidth + 4) setZoom(Math.max(0.6, diagram.clientWidth / diagram.scrollWidth));
     if (form) {
       form.addEventListener("input", (ev) => { if (!app.contains(ev.target)) markDirty(); });
       form.addEventListener("submit", () => {
