@@ -132,6 +132,8 @@ def test_the_list_says_trigger_and_entry_in_words_with_counts_and_conversion(log
     cells = [re.sub(r"<.*?>", "", c).strip() for c in re.findall(r'<td class="num"[^>]*>(.*?)</td>', row, re.S)]
     assert cells == ["5", "0", "2", "2", "1", "0", "20.0%"]  # enrolled, running, waiting, done, exited, failed
     assert "Live" in row and "Draft" in page
+    draft = re.search(r'<tr data-journey="\d+">((?:(?!</tr>).)*Draft one.*?)</tr>', page, re.S).group(1)
+    assert re.search(r"data-conversion>—<", draft)  # no goal condition and no goal step: no conversion
 
 
 # --- saving -----------------------------------------------------------------------------------

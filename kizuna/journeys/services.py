@@ -30,6 +30,7 @@ from kizuna.segments.describe import Names, _quoted, _where_text, describe
 
 NAME_MAX, DESCRIPTION_MAX = 150, 500
 AUDITED = ["name", "description", "entry", "reentry_days", "exit_filter", "goal_filter"]
+OPEN_STATES = {Enrollment.State.ACTIVE, Enrollment.State.WAITING}
 INSPECTED_RUNS = 50  # the newest runs of a contact the inspector shows
 STEPS_PER_RUN = 300
 
@@ -212,13 +213,22 @@ def place_errors(graph: Any, errors: list[tuple[str, str]]) -> list[dict[str, An
 
 # --- in words ------------------------------------------------------------------------------------
 
+def _days(n: int) -> str:
+    return ngettext("%(n)s day", "%(n)s days", n)
+
+
+def _hours(n: int) -> str:
+    return ngettext("%(n)s hour", "%(n)s hours", n)
+
+
+def _minutes(n: int) -> str:
+    return ngettext("%(n)s minute", "%(n)s minutes", n)
+
+
 def _duration_text(spec: dict | None) -> str:
     spec = spec or {}
-    parts = []
-    for unit, singular, plural in (("days", "%(n)s day", "%(n)s days"), ("hours", "%(n)s hour", "%(n)s hours"),
-                                   ("minutes", "%(n)s minute", "%(n)s minutes")):
-        if spec.get(unit):
-            parts.append(ngettext(singular, plural, spec[unit]) % {"n": spec[unit]})
+    parts = [words(spec[unit]) % {"n": spec[unit]}
+             for unit, words in (("days", _days), ("hours", _hours), ("minutes", _minutes)) if spec.get(unit)]
     return " ".join(parts) or "—"
 
 
@@ -397,6 +407,7 @@ class Step:
 @dataclass
 class Run:
     enrollment: Enrollment
+    open: bool  # still running or waiting: `title` is where it is now, else where it ended
     title: str  # of the step it is at
     state_label: str
     entered_by: str
@@ -522,7 +533,8 @@ def contact_runs(contact: Contact, *, journey: Journey | None = None) -> list[Ru
                             message_id=message_id, event=event_id))
         node = version.node(e.node) if e.node else None
         reason = str(REASONS.get(e.reason, e.reason)) if e.reason else ""
-        out.append(Run(enrollment=e, title=node_title(node, names, journeys) if e.node else "",
+        out.append(Run(enrollment=e, open=e.state in OPEN_STATES,
+                       title=node_title(node, names, journeys) if e.node else "",
                        state_label=str(STATE_LABELS.get(e.state, e.state)),
                        entered_by=_entered_by(e, names, journeys, changes),
                        entered_event=(e.context or {}).get("event"), waiting=_waiting_text(e, node),
@@ -580,9 +592,9 @@ def updatable_fields(names: Names) -> list[dict[str, Any]]:
     return out
 
 
-def _pair(singular: str, plural: str) -> list[str]:
-    """[one, other] for the builder's words with a number (it picks by the number)."""
-    return [ngettext(singular, plural, 1), ngettext(singular, plural, 2)]
+def _pair(words) -> list[str]:
+    """[one, other] of words with a number, for the builder (it picks by the number)."""
+    return [words(1), words(2)]
 
 
 def builder_schema(journey: Journey | None, *, readonly: bool) -> dict[str, Any]:
@@ -649,20 +661,21 @@ def builder_schema(journey: Journey | None, *, readonly: bool) -> dict[str, Any]
             "trPage": _("When a contact visits a page"), "trEvent": _("When a contact does %(event)s"),
             "trWhere": _("where %(conditions)s"), "and": _(" and "), "property": _("property %(name)s"),
             "trDate": _("%(when)s, at %(at)s"),
-            "daysBefore": _pair("%(n)s day before %(field)s", "%(n)s days before %(field)s"),
-            "daysAfter": _pair("%(n)s day after %(field)s", "%(n)s days after %(field)s"),
+            "daysBefore": _pair(lambda n: ngettext("%(n)s day before %(field)s", "%(n)s days before %(field)s", n)),
+            "daysAfter": _pair(lambda n: ngettext("%(n)s day after %(field)s", "%(n)s days after %(field)s", n)),
             "onTheDay": _("On the day of %(field)s"),
             "trMonthly": _("Every month on day %(day)s at %(at)s"), "trWeekly": _("Every week on %(day)s at %(at)s"),
             "trManual": _("By hand or through the API"),
             "yes": _("Yes"), "no": _("No"), "came": _("Came"), "timedOut": _("Timed out"), "then": _("Then"),
             "holdoutPct": _("Holdout · %(n)s%%"), "holdoutEnd": _("Held out: the run ends"),
             "leaves": _("Leaves the journey"), "end": _("End"),
-            "nDays": _pair("%(n)s day", "%(n)s days"), "nHours": _pair("%(n)s hour", "%(n)s hours"),
-            "nMinutes": _pair("%(n)s minute", "%(n)s minutes"),
+            "nDays": _pair(_days), "nHours": _pair(_hours),
+            "nMinutes": _pair(_minutes),
             "waitFor": _("Wait %(time)s"), "waitUntil": _("Wait until %(when)s"),
-            "waitBusiness": _pair("Wait %(n)s business day", "Wait %(n)s business days"),
+            "waitBusiness": _pair(lambda n: ngettext("Wait %(n)s business day", "Wait %(n)s business days", n)),
             "waitTime": _("Wait until %(at)s"),
-            "waitTimeDays": _pair("Wait until %(at)s, %(n)s day later", "Wait until %(at)s, %(n)s days later"),
+            "waitTimeDays": _pair(lambda n: ngettext("Wait until %(at)s, %(n)s day later",
+                                                     "Wait until %(at)s, %(n)s days later", n)),
             "waitEvent": _("Wait up to %(time)s for %(event)s"), "pageVisit": _("a page visit"),
             "sendEmail": _("Send %(email)s"), "updateField": _("Set %(field)s"), "addTag": _("Add the tag %(tag)s"),
             "removeTag": _("Remove the tag %(tag)s"), "setStage": _("Set the stage to %(stage)s"),

@@ -186,7 +186,7 @@ def enrollment_list(request, pk: int):
     names = Names.load()
     journey_names = dict(Journey.objects.values_list("id", "name"))
     rows = [{"e": e, "title": services.node_title(e.version.node(e.node), names, journey_names) if e.node else "",
-             "state": services.STATE_LABELS.get(e.state, e.state),
+             "state": services.STATE_LABELS.get(e.state, e.state), "open": e.state in services.OPEN_STATES,
              "reason": services.REASONS.get(e.reason, e.reason)} for e in page]
     nodes = [(n["id"], services.node_title(n, names, journey_names))
              for n in (journey.current.graph["nodes"] if journey.current_id else [])]
@@ -239,7 +239,8 @@ def journeys_panel(request, contact: Contact) -> dict:
     runs = list(Enrollment.objects.filter(contact=contact).select_related("journey", "version")
                 .order_by("-entered_at", "-id")[:PANEL_RUNS])
     rows = [{"e": e, "title": services.node_title(e.version.node(e.node), names, journey_names) if e.node else "",
-             "state": services.STATE_LABELS.get(e.state, e.state)} for e in runs]
+             "state": services.STATE_LABELS.get(e.state, e.state), "open": e.state in services.OPEN_STATES}
+            for e in runs]
     return {"rows": rows, "can_manage": can(request.user, "journeys.manage"),
             "live": list(services.live_journeys()) if can(request.user, "journeys.manage") else []}
 

@@ -493,7 +493,8 @@
         { maxlength: "200", placeholder: summary(node), "data-field": "label" }), "label", T.labelHint));
       fs.append(...(EDITORS[node.type] || (() => [el("p", { class: "muted", text: T.unknownType })]))(node));
       fs.append(...linkEditors(node));
-      fs.append(el("div", { class: "jd-editor-foot" },
+      // The foot stays outside the fieldset: a viewer's fieldset is disabled, yet "Close" must work.
+      return el("div", { class: "jd-editor-box" }, fs, el("div", { class: "jd-editor-foot" },
         readonly ? null : button(T.deleteStep, () => {
           const snapshot = JSON.stringify(graph);
           if (removeNode(node)) changed();
@@ -501,7 +502,6 @@
         }, "danger small", { "data-delete": "" }),
         el("span", { class: "spacer" }),
         button(readonly ? T.close : T.done, () => { open.delete(node.id); draw(); }, "secondary small", { "data-done": "" })));
-      return fs;
     };
 
     // --- the trigger -------------------------------------------------------------------------
@@ -554,9 +554,8 @@
           el("div", { "data-field": "audience" }, filterBox("trigger", t.audience, (tree) => { t.audience = tree; touched(null); }, true)));
       }
       if (t.type === "manual") fs.append(el("p", { class: "muted small", text: T.manualHint }));
-      fs.append(el("div", { class: "jd-editor-foot" }, el("span", { class: "spacer" }),
+      return el("div", { class: "jd-editor-box" }, fs, el("div", { class: "jd-editor-foot" }, el("span", { class: "spacer" }),
         button(readonly ? T.close : T.done, () => { open.delete("@trigger"); draw(); }, "secondary small", { "data-done": "" })));
-      return fs;
     };
 
     const triggerCard = () => {
