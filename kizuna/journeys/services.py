@@ -491,6 +491,8 @@ def _entered_by(e: Enrollment, names: Names, journeys: dict[int, str], changes: 
 
 
 def _waiting_text(e: Enrollment, node: dict | None) -> str:
+    if e.due_at is None:
+        return ""
     if e.state == Enrollment.State.WAITING and e.waiting_for:
         event = _("a page visit") if e.waiting_for == "page" else _quoted(e.waiting_for)
         return _("Waiting for %(event)s until %(when)s; then “Timed out”.") % {"event": event, "when": _when(e.due_at)}
