@@ -165,6 +165,9 @@ def test_build_a_journey_in_the_diagram_go_live_and_see_the_numbers(page, kizuna
     assert "<b>山田1</b>" in page.locator("h1").inner_text()  # shown as text, never as markup
     _shot(page, "journey-inspector")
 
+    if not SHOTS:
+        return
+    # Looked at in Japanese too (screenshots only: the words are the translators' to check)
     try:
         page.select_option("#lang-select", "ja")
         page.wait_for_function("document.documentElement.lang === 'ja'")
