@@ -461,7 +461,12 @@ def parse(text: str | bytes) -> tuple[Any, dict[str, yaml.Mark], list[Problem]]:
             return None, {}, [Problem("", f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})")]
     if len(text.encode()) > MAX_BYTES:
         return None, {}, [Problem("", f"the file is larger than {MAX_BYTES // 1024} KiB")]
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, controls)
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        return None, {}, [Problem("", f"character #x{exc.character:04x} is not allowed in YAML", line, column)]
     try:
         node = loader.get_single_node()
         if node is None:
@@ -473,7 +478,10 @@ def parse(text: str | bytes) -> tuple[Any, dict[str, yaml.Mark], list[Problem]]:
         if isinstance(exc, yaml.composer.ComposerError) and "expected a single document" in message:
             message = "one journey per file: the file has a second document (---)"
         return None, {}, [Problem("", message, mark.line + 1 if mark else None, mark.column + 1 if mark else None)]
-    except yaml.YAMLError as exc:
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        return None, {}, [Problem("", f"character #x{exc.character:04x} is not allowed in YAML", line)]
+    except (yaml.YAMLError, RecursionError) as exc:
         return None, {}, [Problem("", f"not valid YAML: {exc}")]
     finally:
         loader.dispose()
