@@ -228,3 +228,20 @@ def test_the_command_prints_a_summary(world):
     text = out.getvalue()
     assert "entrants 3" in text and "料金とお見積りのご案内: would send 1, blocked 1 (opted out of news 1)" in text
     assert "twice #1" in text and "pending until 2026-10-12 01:00" in text
+
+
+def test_the_simulation_page(client, make_user, world):
+    j = pricing_journey(world)
+    pricing_visits(world)
+    Journey.objects.filter(pk=j.pk).update(name="<script>alert(1)</script>")
+    client.force_login(make_user("viewer", username="vw"))
+    form = client.get(f"/journeys/{j.pk}/simulate/")
+    assert form.status_code == 200 and b"data-simulate-form" in form.content and b"data-summary" not in form.content
+    with time_machine.travel(NOW, tick=False):
+        page = client.get(f"/journeys/{j.pk}/simulate/", {"days": 10})
+    html = page.content.decode()
+    assert page.status_code == 200 and "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert 'data-entrants>3<' in html and 'data-would-send>1<' in html and "opted out of news (1)" in html
+    assert html.count('class="sim-path"') == 3 and 'data-node="morning"' in html
+    assert client.get(f"/journeys/{j.pk}/simulate/", {"days": 0}).status_code == 400
+    assert client.get("/journeys/99999/simulate/").status_code == 404

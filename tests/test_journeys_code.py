@@ -288,3 +288,43 @@ def test_the_journeys_command_exports_imports_and_reports_lines(world, tmp_path)
     assert "no email template named 'Nothing'" in err.getvalue()
     with pytest.raises(CommandError, match="no journey named"):
         call_command("journeys", "export", "Nope", stdout=io.StringIO())
+
+
+# --- the pages -----------------------------------------------------------------------------
+
+def test_the_import_page_checks_imports_and_highlights_faulty_lines(client, make_user, world):
+    client.force_login(make_user("marketer", username="mk"))
+    page = client.get("/journeys/import/")
+    assert page.status_code == 200 and b"data-import-form" in page.content
+    good = as_code.dump(big_journey(world)).replace("name: 展示会フォロー", "name: 新シナリオ")
+    checked = client.post("/journeys/import/", {"text": good, "dry_run": "1"}, follow=True)
+    assert checked.status_code == 200 and not Journey.objects.filter(name="新シナリオ").exists()
+    assert "would create" in checked.content.decode() or "作成" in checked.content.decode()
+    imported = client.post("/journeys/import/", {"text": good})
+    assert imported.status_code == 200 and b"data-imported" in imported.content
+    made = Journey.objects.get(name="新シナリオ")
+    assert f"/journeys/{made.pk}/simulate/" in imported.content.decode()
+    bad = good.replace("template: 料金のご案内", "template: <b>Nothing</b>")
+    refused = client.post("/journeys/import/", {"text": bad})
+    html = refused.content.decode()
+    line = line_of(bad, "<b>Nothing</b>")
+    assert refused.status_code == 400 and f'id="yaml-line-{line}"' in html
+    assert f'<div class="yaml-line has-error" id="yaml-line-{line}">' in html
+    assert "&lt;b&gt;Nothing&lt;/b&gt;" in html and "<b>Nothing</b>" not in html  # escaped everywhere
+    upload = io.BytesIO(b"name: [broken\n")
+    upload.name = "broken.yaml"
+    sent = client.post("/journeys/import/", {"file": upload})
+    assert sent.status_code == 400 and 'id="yaml-line-1"' in sent.content.decode()
+    assert client.post("/journeys/import/", {}).status_code == 400
+    client.force_login(make_user("viewer", username="vw"))
+    assert client.get("/journeys/import/").status_code == 403
+
+
+def test_the_export_view_downloads_the_yaml(client, make_user, world):
+    j = big_journey(world)
+    client.force_login(make_user("viewer", username="vw"))
+    got = client.get(f"/journeys/{j.pk}/export.yaml")
+    assert got.status_code == 200 and got["Content-Type"] == "text/yaml; charset=utf-8"
+    assert got.content.decode() == as_code.dump(j) and "attachment" in got["Content-Disposition"]
+    empty = Journey.objects.create(name="Empty")
+    assert client.get(f"/journeys/{empty.pk}/export.yaml").status_code == 404

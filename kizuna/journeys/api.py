@@ -171,9 +171,10 @@ class SimulateIn(StrictIn):
 class StepOut(Schema):
     node: str
     type: str
-    at: datetime
+    at: datetime = Field(description="when the step ran")
     outcome: str
     note: str
+    until: datetime | None = Field(description="a wait's end, the moment the awaited event came, or the timeout")
 
 
 class PathOut(Schema):
@@ -491,6 +492,6 @@ def simulation_out(result: simulation.Simulation) -> dict[str, Any]:
                       "deferred": m.deferred, "blocked": dict(m.blocked)} for m in result.messages],
         "paths": [{**{f: getattr(p, f) for f in ("contact_id", "contact", "run", "entered_at", "via", "state",
                                                   "reason", "ended_at", "pending_until", "goal")},
-                   "steps": [{"node": s.node, "type": s.type, "at": s.at, "outcome": s.outcome, "note": s.note}
-                             for s in p.steps]} for p in result.paths],
+                   "steps": [{"node": s.node, "type": s.type, "at": s.at, "outcome": s.outcome, "note": s.note,
+                              "until": s.until} for s in p.steps]} for p in result.paths],
     }

@@ -66,6 +66,7 @@ class Step:
     # next, waited, pending, event, timeout, then, else, branch N, holdout, goal, exit, would send, blocked
     outcome: str
     note: str = ""
+    until: datetime | None = None  # a wait's end, the event that came, or the timeout
 
 
 @dataclass
@@ -427,8 +428,8 @@ class _Simulator:
                     "id", "email", "family_name", "given_name", "time_zone", "do_not_contact", "dnc_reason"):
                 self.contacts[c.pk] = c
 
-    def step(self, p: Path, node: dict, outcome: str, note: str = "") -> Step:
-        s = Step(node["id"], node["type"], p.clock, outcome, note)
+    def step(self, p: Path, node: dict, outcome: str, note: str = "", until: datetime | None = None) -> Step:
+        s = Step(node["id"], node["type"], p.clock, outcome, note, until)
         p.steps.append(s)
         stats = self.stats[node["id"]]
         stats.reached += 1
@@ -485,10 +486,10 @@ class _Simulator:
             zone = timing.zone(self.contacts[p.contact_id].time_zone, self.default_zone)
             until = max(timing.wait_until(node, p.clock, zone), p.clock).astimezone(dt.UTC)
             if until > self.now:
-                self.step(p, node, "pending", f"until {until.isoformat()}")
+                self.step(p, node, "pending", until=until)
                 p.state, p.pending_until = "pending", until
                 continue
-            self.step(p, node, "waited", f"until {until.isoformat()}")
+            self.step(p, node, "waited", until=until)
             p.clock = until
             self.move(p, node.get("next"))
 
@@ -499,15 +500,15 @@ class _Simulator:
             times = self.events.moments(node, p.contact_id)
             i = bisect.bisect_left(times, p.clock)
             if i < len(times) and times[i] <= min(deadline, self.now):
-                self.step(p, node, "event", f"{node['event']} at {times[i].isoformat()}")
+                self.step(p, node, "event", node["event"], until=times[i])
                 p.clock = times[i]
                 self.move(p, node.get("then"))
             elif deadline <= self.now:
-                self.step(p, node, "timeout", f"no {node['event']} by {deadline.isoformat()}")
+                self.step(p, node, "timeout", node["event"], until=deadline)
                 p.clock = deadline
                 self.move(p, node.get("else"))
             else:
-                self.step(p, node, "pending", f"waiting for {node['event']} until {deadline.isoformat()}")
+                self.step(p, node, "pending", node["event"], until=deadline)
                 p.state, p.pending_until = "pending", deadline
 
     def node_condition(self, node: dict, group: list[Path]) -> None:
@@ -615,7 +616,7 @@ class _Simulator:
                     s.note = template.name
                     if quiet:
                         stat.deferred += 1
-                        s.note += f" (after quiet hours, {quiet.isoformat()})"
+                        s.until = quiet  # held until the quiet hours end
                     continue
             stat.blocked[reason] += 1
             s.outcome, s.note = "blocked", f"{stat.name}: {reason}"
