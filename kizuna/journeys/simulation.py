@@ -150,10 +150,16 @@ class Events:
         self.since: dict[str, datetime | None] = {}
         self.times: dict[str, dict[int, list[datetime]]] = defaultdict(dict)
         self.loaded: dict[str, set[int]] = defaultdict(set)
+        self._keys: dict[int, tuple[dict, str]] = {}
 
-    @staticmethod
-    def key(spec: dict) -> str:
-        return json.dumps([spec["event"], spec.get("where", [])], sort_keys=True, ensure_ascii=False)
+    def key(self, spec: dict) -> str:
+        """The spec's identity (a trigger, a wait and a condition may share one); memoised per spec
+        object, since conditions ask for it per contact and step."""
+        memo = self._keys.get(id(spec))
+        if memo is None or memo[0] is not spec:
+            memo = self._keys[id(spec)] = (spec, json.dumps([spec["event"], spec.get("where", [])], sort_keys=True,
+                                                            ensure_ascii=False))
+        return memo[1]
 
     def need(self, spec: dict, since: datetime | None) -> None:
         """Registers a use of the spec from `since` on (None: the whole history)."""
@@ -179,12 +185,14 @@ class Events:
             qs = qs.filter(filters._text_q(cond["field"].replace(".", "__"), cond["op"], cond["value"]))
         columns = sorted({c["field"] if not c["field"].startswith("properties.") else "properties" for c in where})
         node = {"event": spec["event"], "where": where, "within_days": None}
+        kind = "page" if spec["event"] == "page" else "track"
         out = []
-        for row in qs.order_by("occurred_at", "id").values("id", "contact_id", "occurred_at", "type", "name",
-                                                            *columns):
-            if where and not filters._event_matches({**row, "bot": ""}, node, self.now):
+        for pk, cid, at, *values in qs.order_by("occurred_at", "id").values_list("id", "contact_id", "occurred_at",
+                                                                                  *columns):
+            if where and not filters._event_matches({"type": kind, "name": spec["event"], "occurred_at": at,
+                                                     **dict(zip(columns, values, strict=True))}, node, self.now):
                 continue
-            out.append((row["id"], row["contact_id"], row["occurred_at"]))
+            out.append((pk, cid, at))
         return out
 
     def ensure(self, spec: dict, contact_ids: Iterable[int]) -> None:
@@ -217,6 +225,7 @@ class Trees:
         self.sql: dict[str, dict[str, set[int]]] = {}
         self.done: dict[str, set[int]] = defaultdict(set)
         self.trees: dict[str, dict] = {}
+        self.timeless: dict[str, dict[int, bool] | None] = {}  # trees without event conditions: per contact
 
     @staticmethod
     def leaves(tree: dict, path: str = "") -> Iterable[tuple[str, dict]]:
@@ -231,6 +240,7 @@ class Trees:
     def add(self, name: str, tree: dict, window_start: datetime) -> None:
         """Registers a tree under a name, and the events its behaviour conditions need."""
         self.trees[name] = tree
+        self.timeless[name] = None if any("event" in leaf for _p, leaf in self.leaves(tree)) else {}
         for _path, leaf in self.leaves(tree):
             if "event" in leaf:
                 days = leaf.get("within_days")
@@ -254,7 +264,12 @@ class Trees:
         self.done[name] |= missing
 
     def holds(self, name: str, contact_id: int, moment: datetime) -> bool:
-        return self._eval(self.trees[name], "", name, contact_id, moment)
+        memo = self.timeless[name]
+        if memo is None:
+            return self._eval(self.trees[name], "", name, contact_id, moment)
+        if contact_id not in memo:
+            memo[contact_id] = self._eval(self.trees[name], "", name, contact_id, moment)
+        return memo[contact_id]
 
     def _eval(self, node: dict, path: str, name: str, cid: int, moment: datetime) -> bool:
         if "all" in node:
@@ -292,10 +307,11 @@ class _Simulator:
         self.rules = SendingSettings.objects.filter(pk=1).first() or SendingSettings()  # read, never created
         self.default_zone = self.rules.default_time_zone or timing.DEFAULT_TIME_ZONE
         self.project_zone = timing.zone(self.default_zone)
+        self.zones: dict[str, object] = {}
         self.nodes = {n["id"]: n for n in graph["nodes"]}
         self.events = Events(now)
         self.trees = Trees(now, scoring_models(), self.events)
-        self.contacts: dict[int, Contact] = {}
+        self.contacts: dict[int, SimpleNamespace] = {}
         self.result = Simulation(journey=journey.name if journey else "", days=days, since=self.since, now=now,
                                  trigger=graph["trigger"]["type"])
         self.stats = {n["id"]: NodeStats(n["id"], n["type"], n.get("label", "")) for n in graph["nodes"]}
@@ -422,11 +438,20 @@ class _Simulator:
     # -- walking ----------------------------------------------------------------------------
 
     def load_contacts(self, ids: Iterable[int]) -> None:
+        """What the walk and the send rules read of each contact, as plain records (model
+        instances cost more than the rest of a 10,000-contact simulation)."""
         missing = set(ids) - set(self.contacts)
         for chunk in _chunks(missing):
-            for c in Contact.objects.filter(pk__in=chunk).only(
+            for pk, email, family, given, zone, dnc, reason in Contact.objects.filter(pk__in=chunk).values_list(
                     "id", "email", "family_name", "given_name", "time_zone", "do_not_contact", "dnc_reason"):
-                self.contacts[c.pk] = c
+                self.contacts[pk] = SimpleNamespace(pk=pk, email=email, full_name=f"{family} {given}".strip(),
+                                                    time_zone=zone, do_not_contact=dnc, dnc_reason=reason)
+
+    def zone(self, contact_id: int):
+        name = self.contacts[contact_id].time_zone
+        if name not in self.zones:
+            self.zones[name] = timing.zone(name, self.default_zone)
+        return self.zones[name]
 
     def step(self, p: Path, node: dict, outcome: str, note: str = "", until: datetime | None = None) -> Step:
         s = Step(node["id"], node["type"], p.clock, outcome, note, until)
@@ -483,8 +508,7 @@ class _Simulator:
 
     def node_wait(self, node: dict, group: list[Path]) -> None:
         for p in group:
-            zone = timing.zone(self.contacts[p.contact_id].time_zone, self.default_zone)
-            until = max(timing.wait_until(node, p.clock, zone), p.clock).astimezone(dt.UTC)
+            until = max(timing.wait_until(node, p.clock, self.zone(p.contact_id)), p.clock).astimezone(dt.UTC)
             if until > self.now:
                 self.step(p, node, "pending", until=until)
                 p.state, p.pending_until = "pending", until
@@ -571,9 +595,12 @@ class _Simulator:
         messages = []
         for p, _s, t in self.mails:
             template, contact = templates.get(t), self.contacts[p.contact_id]
-            messages.append(Message(pk=len(messages) + 1, contact=contact, to_email=contact.email or "",
-                                    kind=template.kind if template else MessageKind.MARKETING,
-                                    topic=template.topic if template else None))
+            topic = template.topic if template else None
+            # What the outbox's rule functions read of a message, without a model instance.
+            messages.append(SimpleNamespace(pk=len(messages) + 1, contact=contact, contact_id=contact.pk,
+                                            to_email=contact.email or "", topic=topic,
+                                            topic_id=topic.pk if topic else None,
+                                            kind=template.kind if template else MessageKind.MARKETING))
         suppressed: dict[str, str] = {}
         consent: dict[tuple[int, int], str] = {}
         for i in range(0, len(messages), CHUNK):
