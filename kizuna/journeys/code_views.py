@@ -167,16 +167,17 @@ def import_journey(request):
         context.update(result=result, dry_run=dry_run)
         if result.ok:
             if result.action == "checked":
-                messages.success(request, _("The file is valid: importing it would %(what)s the journey “%(name)s”.")
-                                 % {"what": _("update") if result.journey else _("create"), "name": result.name})
+                text_ok = (_("The file is valid: importing it would give “%(name)s” a new version.") if result.journey
+                           else _("The file is valid: importing it would create the journey “%(name)s”."))
+                messages.success(request, text_ok % {"name": result.name})
             elif result.action == "unchanged":
                 messages.info(request, _("“%(name)s” is already exactly this: nothing was changed.")
                               % {"name": result.name})
             else:
-                messages.success(request, _("Journey “%(name)s” %(what)s: version %(number)s (%(status)s).") % {
-                    "name": result.name, "number": result.version.number,
-                    "what": _("created") if result.action == "created" else _("updated"),
-                    "status": result.journey.get_status_display()})
+                done = (_("Journey “%(name)s” created as a draft (version %(number)s).") if result.action == "created"
+                        else _("Journey “%(name)s” updated: version %(number)s (%(status)s)."))
+                messages.success(request, done % {"name": result.name, "number": result.version.number,
+                                                  "status": result.journey.get_status_display()})
         else:
             status = 400
             context["listing"] = _listing(text, result.errors)
