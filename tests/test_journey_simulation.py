@@ -245,3 +245,23 @@ def test_the_simulation_page(client, make_user, world):
     assert html.count('class="sim-path"') == 3 and 'data-node="morning"' in html
     assert client.get(f"/journeys/{j.pk}/simulate/", {"days": 0}).status_code == 400
     assert client.get("/journeys/99999/simulate/").status_code == 404
+
+
+def test_a_graph_not_saved_yet_can_be_simulated_and_a_bad_one_is_refused_with_its_path(world):
+    from kizuna.journeys.graph import GraphError
+
+    pricing_journey(world)
+    pricing_visits(world)
+    graph = {"trigger": {"type": "event", "event": "page", "where": [{"field": "path", "op": "starts_with",
+                                                                      "value": "/pricing"}]},
+             "nodes": [{"id": "t", "type": "add_tag", "tag": "pricing"}]}
+    before = rows()
+    result = simulation.simulate(graph, days=10, now=NOW, entry="once", exit_filter={"field": "industry",
+                                                                                      "op": "is_not_set"})
+    assert rows() == before and result.runs == 3 and dict(result.ended) == {"exited": 3}  # no industry: all out
+    with pytest.raises(GraphError) as exc:
+        simulation.simulate({"trigger": {"type": "manual"}, "nodes": [{"id": "x", "type": "bogus"}]}, days=3)
+    assert exc.value.path == "nodes[0].type"
+    with pytest.raises(GraphError) as exc:
+        simulation.simulate(graph, days=3, goal_filter={"field": "nope", "op": "is_set"})
+    assert exc.value.path == "goal_filter.field"
