@@ -152,9 +152,28 @@ WHAT = {"template": "email template", "segment": "segment", "list": "list", "mod
 
 
 def _ordered(data: dict, order: list[str]) -> dict:
+    """The dict in the given key order (the rest sorted), and the flat objects inside it — event
+    conditions, durations, counts — in theirs: PostgreSQL's jsonb does not keep key order, and a
+    file must not change because the database did."""
     out = {k: data[k] for k in order if k in data}
     out.update({k: data[k] for k in sorted(data, key=str) if k not in out})
+    for key in FLAT:
+        if key in out:
+            out[key] = _flat(out[key])
     return out
+
+
+FLAT = ("where", "duration", "timeout", "count")
+FLAT_KEYS = ["field", "op", "value", "days", "hours", "minutes"]
+
+
+def _flat(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_flat(v) for v in value]
+    if isinstance(value, dict):
+        keys = [k for k in FLAT_KEYS if k in value] + sorted((k for k in value if k not in FLAT_KEYS), key=str)
+        return {k: value[k] for k in keys}
+    return value
 
 
 # --- dump ----------------------------------------------------------------------------------
