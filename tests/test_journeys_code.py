@@ -294,6 +294,7 @@ def test_the_journeys_command_exports_imports_and_reports_lines(world, tmp_path)
 
 def test_the_import_page_checks_imports_and_highlights_faulty_lines(client, make_user, world):
     client.force_login(make_user("marketer", username="mk"))
+    assert b'href="/journeys/import/"' in client.get("/journeys/").content  # reached from the journeys list
     page = client.get("/journeys/import/")
     assert page.status_code == 200 and b"data-import-form" in page.content
     good = as_code.dump(big_journey(world)).replace("name: 展示会フォロー", "name: 新シナリオ")
@@ -326,5 +327,7 @@ def test_the_export_view_downloads_the_yaml(client, make_user, world):
     got = client.get(f"/journeys/{j.pk}/export.yaml")
     assert got.status_code == 200 and got["Content-Type"] == "text/yaml; charset=utf-8"
     assert got.content.decode() == as_code.dump(j) and "attachment" in got["Content-Disposition"]
+    builder = client.get(f"/journeys/{j.pk}/").content.decode()  # the journey's page links to both
+    assert f'href="/journeys/{j.pk}/export.yaml"' in builder and f'href="/journeys/{j.pk}/simulate/"' in builder
     empty = Journey.objects.create(name="Empty")
     assert client.get(f"/journeys/{empty.pk}/export.yaml").status_code == 404
