@@ -76,7 +76,7 @@ def test_check_import_and_simulate_a_journey_file(page, browser, kizuna_server):
     page.fill("textarea[name=text]", YAML.format(run=run, next="wait"))
     page.click("[data-import]")
     page.wait_for_selector("[data-imported]")
-    page.click("[data-imported] a:first-child")
+    page.click("[data-imported] [data-simulate-link]")
     page.fill("input[name=days]", "7")
     page.click("[data-simulate-form] button[type=submit]")
     page.wait_for_selector("[data-summary]")
