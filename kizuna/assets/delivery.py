@@ -45,16 +45,16 @@ BUILTIN: dict[str, dict[str, str]] = {
         "name": "資料送付メール（標準・日本語）",
         "subject": "「{{ asset.name }}」ダウンロードのご案内",
         "html": f"""<html><head>{_STYLE}</head><body>
-{{% if contact.company_name %}}<p>{{{{ contact.company_name }}}}</p>{{% endif %}}
-<p>{{{{ contact.family_name | default("ご担当者") }}}} 様</p>
+<p>{{% if contact.company_name %}}{{{{ contact.company_name }}}}<br>{{% endif %}}
+{{{{ contact.family_name | default("ご担当者") }}}} 様</p>
 <p>このたびは「{{{{ asset.name }}}}」をご請求いただき、誠にありがとうございます。<br>
 下記のボタンから資料をダウンロードいただけます。</p>
 <p><a class="button" href="{{{{ download_url }}}}">資料をダウンロードする</a></p>
 <p class="small">ファイル：{{{{ asset.file_name }}}}（{{{{ asset.size }}}}）<br>
 リンクの有効期限：{{{{ expires_at | date("%Y年%m月%d日（%J）%H:%M") }}}}<br>
 有効期限が切れた場合は、リンク先のページから新しいリンクをお申し込みいただけます。</p>
-<p class="small">本メールは、資料をご請求いただいたメールアドレスにお送りしています。お心当たりのない場合は、
-お手数ですが本メールを破棄してください。</p>
+<p class="small">本メールは、資料をご請求いただいたメールアドレスにお送りしています。<br>
+お心当たりのない場合は、お手数ですが本メールを破棄してください。</p>
 </body></html>""",
     },
     "en": {

@@ -38,7 +38,8 @@ def _hit(request: HttpRequest, anonymous_id: str = "") -> downloads.Hit:
 def _page(request: HttpRequest, state: str, status: int, **context) -> HttpResponse:
     response = render(request, "assets/link_page.html", {"state": state, **context}, status=status)
     response["Cache-Control"] = "no-store, private"
-    response["Referrer-Policy"] = "no-referrer"
+    # Referrer-Policy stays same-origin (the site's): with no-referrer, Chrome sends `Origin: null`
+    # on the re-send form's POST and the CSRF check refuses it.
     response["X-Robots-Tag"] = "noindex"
     return response
 

@@ -70,7 +70,7 @@ def accept(uploaded: Any, name: str | None = None, *, limit: int | None = None) 
     except sniffing.Refused as exc:
         storage.discard(incoming)
         shown = sniffing.clean_file_name(raw_name)
-        raise AssetRefused(f"“{shown}”: {exc.message}") from exc
+        raise AssetRefused(_("“%(name)s”: %(problem)s") % {"name": shown, "problem": exc.message}) from exc
     return AcceptedFile(incoming, file_name, detected.kind.key, detected.charset)
 
 
