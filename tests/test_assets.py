@@ -129,6 +129,11 @@ def test_deliver_sends_one_mail_per_key_and_its_link_downloads_the_file(client):
         assert redirect.status_code == 302 and "/d/" in redirect["Location"]
         response = client.get(path_of(redirect["Location"]), HTTP_USER_AGENT=BROWSER, REMOTE_ADDR="126.33.10.20")
     assert response.status_code == 200 and b"".join(response.streaming_content) == data
+    assert (response["Content-Type"], response["Content-Length"], response["X-Content-Type-Options"]) == (
+        "application/pdf", str(len(data)), "nosniff")
+    assert response["Content-Disposition"] == (
+        "attachment; filename=\"2026.pdf\"; filename*=UTF-8''" + quote("製品カタログ 2026.pdf", safe=""))
+    assert response["Content-Security-Policy"].startswith("default-src 'none'; sandbox")
     row = Download.objects.get()
     assert (row.contact, row.message_id, row.via, row.machine, row.ip) == (person, first.pk, "link", False,
                                                                           "126.33.10.20")
@@ -164,7 +169,7 @@ def test_download_is_an_event_on_the_timeline_and_a_scoring_rule_scores_it(clien
     login(client, "marketer")
     response = client.post(reverse("scoring:model", args=[model.pk]), {
         "action": "engagement", "name": "Downloaded the whitepaper", "event": "Asset Downloaded", "points": "20",
-        "conditions": f'[{{"field": "properties.assetSlug", "op": "equals", "value": "{whitepaper.slug}"}}]'})
+        "conditions": f'[{{"field": "properties.slug", "op": "equals", "value": "{whitepaper.slug}"}}]'})
     assert response.status_code == 302, response.content.decode()[:2000]
     assert 'value="Asset Downloaded"' in client.get(reverse("scoring:model", args=[model.pk])).content.decode()
     client.logout()
@@ -174,7 +179,7 @@ def test_download_is_an_event_on_the_timeline_and_a_scoring_rule_scores_it(clien
         processing.drain()
         event = Event.objects.get(name="Asset Downloaded")
         assert event.contact == person
-        assert event.properties["assetSlug"] == whitepaper.slug and event.properties["fileType"] == "pdf"
+        assert event.properties["slug"] == whitepaper.slug and event.properties["fileType"] == "pdf"
         score = ContactScore.objects.get(model=model, contact=person)
         assert engine.current_of(model, score) == pytest.approx(20)
     login(client, "viewer")

@@ -81,10 +81,15 @@ def _emit(row: Download, asset: Asset, contact: Contact | None, hit: Hit) -> Non
     event: dict = {
         "type": "track", "event": EVENT_NAME, "messageId": f"asset-download-{row.pk}",
         "timestamp": row.at.isoformat(), "context": {"ip": hit.ip, "userAgent": hit.user_agent},
-        "properties": {"asset": asset.pk, "assetSlug": asset.slug, "assetName": asset.name,
-                       "fileName": asset.file_name, "fileType": asset.file_type, "via": row.via,
-                       "message": row.message_id, "machine": row.machine, "machineReason": row.reason},
+        # Short keys first: the timeline shows an event's first properties, and PostgreSQL's jsonb
+        # orders keys by length (SQLite keeps this order).
+        "properties": {"name": asset.name, "file": asset.file_name, "fileType": asset.file_type, "via": row.via,
+                       "asset": asset.pk, "slug": asset.slug},
     }
+    if row.message_id:
+        event["properties"]["message"] = row.message_id
+    if row.machine:
+        event["properties"].update(machine=True, machineReason=row.reason)
     if contact is not None:
         if not contact.email:
             log.warning("download %s: contact %s has no email address, so no event names them", row.pk, contact.pk)

@@ -100,7 +100,7 @@ def asset_detail(request, pk: int):
     rows = Download.objects.filter(asset=asset).select_related("contact").order_by("-at", "-id")
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     merge_tag = f"<a href=\"{{{{ asset_url('{asset.slug}') }}}}\">{escape(asset.name)}</a>"
-    rule = [{"field": "properties.assetSlug", "op": "equals", "value": asset.slug}]
+    rule = [{"field": "properties.slug", "op": "equals", "value": asset.slug}]
     return render(request, "assets/asset_detail.html", {
         "asset": asset, "kind": KINDS.get(asset.file_type), "size": human_size(asset.size),
         "figures": services.stats([asset.pk])[asset.pk], "page": page, "merge_tag": merge_tag,
