@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "kizuna.segments",
     "kizuna.journeys",
     "kizuna.landing",
+    "kizuna.assets",
     "kizuna.web",
 ]
 
@@ -197,6 +198,8 @@ MEDIA_ROOT = DATA_DIR / "media"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 IMPORT_MAX_BYTES = config.env_int("KIZUNA_IMPORT_MAX_BYTES", 200 * 1024 * 1024)
+# Downloadable assets (whitepapers, catalogues): the largest file an upload may be.
+ASSET_MAX_BYTES = config.env_int("KIZUNA_ASSET_MAX_BYTES", 50 * 1024 * 1024)
 
 # --- Email ----------------------------------------------------------------------------------
 globals().update(config.email_settings(config.env("KIZUNA_EMAIL_URL"), DATA_DIR))

@@ -14,5 +14,6 @@ urlpatterns = [
     path("", include("kizuna.segments.urls")),
     path("", include("kizuna.landing.urls")),
     path("", include("kizuna.journeys.urls")),
+    path("", include("kizuna.assets.urls")),
     path("api/v1/", api.urls),
 ]

@@ -39,6 +39,7 @@ MENU: list[tuple[str, list[MenuItem]]] = [
     ]),
     (_("Capture"), [
         MenuItem(_("Landing pages"), "landing:list", "capture.view", "landing-pages"),
+        MenuItem(_("Assets"), "assets:list", "capture.view", "assets"),
     ]),
     (_("Email"), [
         MenuItem(_("Bulk sends"), "messaging:bulk_list", "email.view", "email/bulk"),
