@@ -13,5 +13,6 @@ urlpatterns = [
     path("", include("kizuna.lifecycle.urls")),
     path("", include("kizuna.segments.urls")),
     path("", include("kizuna.landing.urls")),
+    path("", include("kizuna.privacy.urls")),
     path("api/v1/", api.urls),
 ]
