@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from kizuna.events import ingest
 from kizuna.events.committer import GroupCommitter
+from kizuna.web.metrics import count_received
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 TRACKER_FILE = Path(__file__).parent / "static" / "kizuna" / "tracker.js"
@@ -119,13 +120,6 @@ def write_rows(rows: list[ingest.Row]) -> None:
         _committer.write(rows)
     else:
         ingest.store(rows)
-
-
-def count_received(source: str, n: int) -> None:
-    if n:
-        from kizuna.web.metrics import EVENTS_RECEIVED
-
-        EVENTS_RECEIVED.labels(source=source[:64] or "-").inc(n)
 
 
 def client_ip(environ: dict) -> str:

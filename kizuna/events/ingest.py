@@ -353,4 +353,7 @@ def ingest(messages: list[Any], info: RequestInfo, *, type_: str | None = None) 
         info.anonymize_ip = TrackingSettings.load().anonymize_ip
     result = prepare(messages, info, type_=type_, path_prefix="")
     store(result.rows)
+    from kizuna.web.metrics import count_received
+
+    count_received(info.source or "internal", len(result.rows))
     return result

@@ -26,5 +26,10 @@ MESSAGES_FAILED = Counter("kizuna_messages_failed_total", "Email messages that f
 ERRORS = Counter("kizuna_errors_total", "Errors logged, by component (logger name).", ["component"])
 
 
+def count_received(source: str, n: int) -> None:
+    if n:
+        EVENTS_RECEIVED.labels(source=source[:64] or "-").inc(n)
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx" if 100 <= status < 600 else "other"
