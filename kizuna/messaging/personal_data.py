@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from kizuna.messaging.models import Activity, BounceRecord, CapturedMail, Message, Suppression
 from kizuna.privacy.registry import rows
 
-LABEL = _("Email")
+LABEL = _("Email messages")
 MODELS = ["messaging.Message", "messaging.Activity", "messaging.BounceRecord", "messaging.Suppression",
           "messaging.CapturedMail"]
 
