@@ -54,6 +54,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "kizuna.web.observability.RequestMiddleware",  # first: request id, duration, access log, metrics
+    "kizuna.web.middleware.NulParameterMiddleware",  # ?q=%00 is a clear 400, not a database error
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -315,6 +315,7 @@ SEGMENT_PAYLOADS = [
     {"field": "email) OR (1=1", "op": "equals", "value": "1"},
     {"field": "email", "op": "regex", "value": ".*"},
     {"field": "email", "op": "equals", "value": {"$gt": ""}},
+    {"field": "email", "op": "contains", "value": "a\x00b"},  # PostgreSQL text cannot hold NUL
 ]
 
 
@@ -327,7 +328,7 @@ def test_segment_filters_refuse_or_parameterise_hostile_input(make_user, api_tok
     for condition in SEGMENT_PAYLOADS:
         response = Client(raise_request_exception=False).post(
             "/api/v1/segments/count", {"filter": {"all": [condition]}}, content_type="application/json", **headers)
-        assert response.status_code in (200, 422), (condition, response.content)
+        assert response.status_code in (200, 400, 422), (condition, response.content)
         if response.status_code == 200:
             assert response.json()["count"] == 0, condition  # a literal, compared as text: it matches nobody
         else:
