@@ -292,3 +292,22 @@ def test_public_tracker_page_in_both_languages(db, settings):
     assert "Information sent by this website" in en and "shortened" in en
     assert 'lang="ja"' in ja.content.decode()
     assert client.get("/privacy/tracking", HTTP_ACCEPT_LANGUAGE="ja").context["lang"] == "ja"
+
+
+def test_api_erasure_needs_an_admins_write_key(person, make_user, api_token):
+    client = Client()
+    url = f"/api/v1/contacts/{person.pk}/erase"
+    for role, scopes in [("marketer", ["read", "write"]), ("admin", ["read"])]:
+        key = api_token(make_user(role, username=f"k-{role}"), scopes)
+        assert client.post(url, {}, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 403
+    assert Contact.objects.filter(pk=person.pk).exists()
+    key = api_token(make_user("admin", username="k-admin-w"), ["write"])
+    bad = client.post(url, {"events": "shred"}, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["path"] == "events"
+    done = client.post(url, {"events": "delete"}, content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert done.status_code == 200 and done.json()["email_sha256"] == email_hash(EMAIL)
+    assert done.json()["counts"]["events"]["events_deleted"] >= 3
+    assert not Contact.objects.filter(pk=person.pk).exists()
+    assert AuditLog.objects.get(action="erase").actor_label.endswith("(API key k-admin-w-key)")
