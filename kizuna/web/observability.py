@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.utils import timezone
+from django.utils.functional import empty
 
 from kizuna.web import logs, metrics
 
@@ -49,8 +50,11 @@ class RequestMiddleware:
             response["X-Request-ID"] = rid
             return response
         finally:
-            user = getattr(request, "user", None)
-            name = user.get_username() if user is not None and user.is_authenticated else ""
+            # Only a user the request already loaded: reading it here would cost a query (or fail
+            # with the database down) for pages that never needed it, such as /healthz.
+            user = getattr(getattr(request, "user", None), "_wrapped", getattr(request, "user", None))
+            known = user is not None and user is not empty and getattr(user, "is_authenticated", False)
+            name = user.get_username() if known else ""
             metrics.HTTP_REQUESTS.labels(status_class=metrics.status_class(status)).inc()
             if not request.path.startswith(("/static/", "/healthz", "/metrics")):
                 duration = round((time.perf_counter() - started) * 1000, 1)
