@@ -247,9 +247,7 @@ KIZUNA_READY_MAX_OUTBOX = config.env_int("KIZUNA_READY_MAX_OUTBOX", 100_000)
 KIZUNA_METRICS_DIR = Path(config.env("KIZUNA_METRICS_DIR") or DATA_DIR / "metrics")
 KIZUNA_METRICS_DIR.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(KIZUNA_METRICS_DIR)
-KIZUNA_LOG_FORMAT = config.env("KIZUNA_LOG_FORMAT", "plain")
-if KIZUNA_LOG_FORMAT not in ("plain", "json"):
-    raise SystemExit(f"KIZUNA_LOG_FORMAT must be plain or json, not {KIZUNA_LOG_FORMAT!r}")
+KIZUNA_LOG_FORMAT = config.choice("KIZUNA_LOG_FORMAT", "plain", ("plain", "json"))
 
 LOGGING = {
     "version": 1,

@@ -134,16 +134,13 @@ def test_request_log_as_json_with_request_id_user_and_duration(make_user, settin
 
 
 def test_log_format_setting_is_checked(monkeypatch):
-    import subprocess
-    import sys
+    from kizuna import config
 
-    env = {"KIZUNA_LOG_FORMAT": "xml", "DJANGO_SETTINGS_MODULE": "kizuna.settings", "PATH": "/usr/bin"}
-    import os
-
-    env["KIZUNA_DATA_DIR"] = os.environ["KIZUNA_DATA_DIR"]
-    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode != 0 and "KIZUNA_LOG_FORMAT must be plain or json" in done.stderr
+    monkeypatch.setenv("KIZUNA_LOG_FORMAT", "JSON")
+    assert config.choice("KIZUNA_LOG_FORMAT", "plain", ("plain", "json")) == "json"
+    monkeypatch.setenv("KIZUNA_LOG_FORMAT", "xml")
+    with pytest.raises(SystemExit, match="KIZUNA_LOG_FORMAT must be plain or json, not 'xml'"):
+        config.choice("KIZUNA_LOG_FORMAT", "plain", ("plain", "json"))
 
 
 def test_ingest_counter_counts_internal_inputs_too(db):
