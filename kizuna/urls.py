@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("kizuna.lifecycle.urls")),
     path("", include("kizuna.segments.urls")),
     path("", include("kizuna.landing.urls")),
+    path("", include("kizuna.journeys.urls")),
     path("", include("kizuna.privacy.urls")),
     path("api/v1/", api.urls),
 ]

@@ -46,6 +46,9 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Outbox"), "messaging:outbox", "email.view", "email/outbox"),
         MenuItem(_("Suppressions"), "messaging:suppressions", "email.view", "email/suppressions"),
     ]),
+    (_("Automation"), [
+        MenuItem(_("Journeys"), "journeys:list", "journeys.view", "journeys"),
+    ]),
     (_("Settings"), [
         MenuItem(_("Users"), "accounts:user_list", "users.manage", "settings/users"),
         MenuItem(_("API keys"), "accounts:apikey_list", "apikeys.manage", "settings/api-keys"),
