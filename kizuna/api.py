@@ -77,9 +77,6 @@ class MalformedBody(ValueError):
 
 class JsonParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
-        if b"\\u0000" in request.body:  # PostgreSQL text cannot hold it: refused here, not as a 500
-            raise MalformedBody(request.content_type or "",
-                                "contains a NUL character (\\u0000), which cannot be stored")
         try:
             return json.loads(request.body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError

@@ -316,6 +316,7 @@ SEGMENT_PAYLOADS = [
     {"field": "email", "op": "regex", "value": ".*"},
     {"field": "email", "op": "equals", "value": {"$gt": ""}},
     {"field": "email", "op": "contains", "value": "a\x00b"},  # PostgreSQL text cannot hold NUL
+    {"event": "Page\x00", "where": [{"field": "path", "op": "contains", "value": "/x\x00"}]},
 ]
 
 
