@@ -15,5 +15,6 @@ urlpatterns = [
     path("", include("kizuna.landing.urls")),
     path("", include("kizuna.journeys.urls")),
     path("", include("kizuna.assets.urls")),
+    path("", include("kizuna.privacy.urls")),
     path("api/v1/", api.urls),
 ]

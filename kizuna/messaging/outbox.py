@@ -52,6 +52,7 @@ from kizuna.messaging.models import (
     TemplateVersion,
     TokenBucket,
 )
+from kizuna.web import metrics
 
 log = logging.getLogger(__name__)
 
@@ -470,8 +471,10 @@ class Sender:
                 base.update(status=MessageStatus.QUEUED, error=outcome[1], claimed_by="", claimed_until=None,
                             due_at=now + BACKOFF[min(m.attempts, len(BACKOFF)) - 1])
             else:
-                base.update(status=MessageStatus.FAILED, error=outcome[1], claimed_by="", claimed_until=None)
+                if base.update(status=MessageStatus.FAILED, error=outcome[1], claimed_by="", claimed_until=None):
+                    metrics.MESSAGES_FAILED.inc()
         if sent:
+            metrics.MESSAGES_SENT.inc(len(sent))
             same_provider: dict[str, list[int]] = {}
             for m in sent:
                 same_provider.setdefault(m.provider_id, []).append(m.pk)

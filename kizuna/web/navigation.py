@@ -62,6 +62,8 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Email senders"), "messaging:sender_list", "email.manage", "email/senders"),
         MenuItem(_("Sending rules"), "messaging:settings", "email.manage", "email/settings"),
         MenuItem(_("Audit log"), "accounts:audit_log", "audit.view", "settings/audit"),
+        MenuItem(_("Privacy and personal data"), "privacy:settings", "privacy.manage", "settings/privacy"),
+        MenuItem(_("Two-factor login"), "accounts:two_factor", "account.manage", "account/two-factor"),
     ]),
 ]
 
