@@ -234,6 +234,7 @@ KIZUNA_PERSONAL_DATA: list[str] = [
     "kizuna.journeys.personal_data",
     "kizuna.handoff.personal_data",
     "kizuna.landing.personal_data",
+    "kizuna.assets.personal_data",
     "kizuna.accounts.personal_data",  # last: the audit entries about the contact
 ]
 

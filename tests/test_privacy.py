@@ -311,3 +311,25 @@ def test_api_erasure_needs_an_admins_write_key(person, make_user, api_token):
     assert done.json()["counts"]["events"]["events_deleted"] >= 3
     assert not Contact.objects.filter(pk=person.pk).exists()
     assert AuditLog.objects.get(action="erase").actor_label.endswith("(API key k-admin-w-key)")
+
+
+def test_erasure_reaches_downloads_and_landing_visits(person):
+    """Apps added after the privacy registry plug in their own providers; their rows follow the plan."""
+    from kizuna.assets.models import Asset, Download
+    from kizuna.landing.models import LandingPage, LandingVisit
+
+    asset = Asset.objects.create(name="MA入門ガイド", file_name="guide.pdf", storage_name="0" * 32, size=10,
+                                 file_type="pdf", sha256="0" * 64)
+    Download.objects.create(asset=asset, contact=person, anonymous_id="browser-1", via="link",
+                            ip="203.0.113.77", user_agent="Mozilla/5.0")
+    page = LandingPage.objects.create(name="lp", slug="lp", title="LP")
+    LandingVisit.objects.create(page=page, variant="A", anonymous_id="browser-1", contact=person, views=2,
+                                first_viewed_at=timezone.now(), last_viewed_at=timezone.now())
+    from kizuna.privacy.export import export_contact
+
+    exported = json.dumps(export_contact(person), ensure_ascii=False, default=str)
+    assert "MA入門ガイド" in exported and '"views": 2' in exported
+    erasure.erase_contact(person, events="anonymise")
+    download, visit = Download.objects.get(), LandingVisit.objects.get()
+    assert (download.contact_id, download.anonymous_id, download.ip, download.user_agent) == (None, "", None, "")
+    assert visit.contact_id is None and visit.anonymous_id.startswith("erased-") and visit.views == 2
