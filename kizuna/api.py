@@ -311,11 +311,15 @@ def _server_error(request, exc: Exception):
 def _register_routers() -> None:
     from kizuna.contacts.api import router as contacts_router
     from kizuna.contacts.api_imports import router as imports_router
+    from kizuna.journeys.api import router as journeys_router
+    from kizuna.privacy.api import router as privacy_router
     from kizuna.segments.api import router as segments_router
 
     api.add_router("/", contacts_router)
     api.add_router("/", imports_router)
     api.add_router("/", segments_router)
+    api.add_router("/", journeys_router)
+    api.add_router("/", privacy_router)
 
 
 _register_routers()

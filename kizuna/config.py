@@ -40,6 +40,13 @@ def env_int(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, not {value!r}") from exc
 
 
+def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env(name, default).lower()
+    if value not in allowed:
+        raise SystemExit(f"{name} must be {' or '.join(allowed)}, not {value!r}")
+    return value
+
+
 def data_dir() -> Path:
     path = Path(env("KIZUNA_DATA_DIR", "./var")).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)

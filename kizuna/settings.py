@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,10 +48,15 @@ INSTALLED_APPS = [
     "kizuna.segments",
     "kizuna.journeys",
     "kizuna.capture",
+    "kizuna.landing",
+    "kizuna.assets",
+    "kizuna.privacy",
     "kizuna.web",
 ]
 
 MIDDLEWARE = [
+    "kizuna.web.observability.RequestMiddleware",  # first: request id, duration, access log, metrics
+    "kizuna.web.middleware.NulParameterMiddleware",  # ?q=%00 is a clear 400, not a database error
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -60,6 +66,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "kizuna.accounts.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "kizuna.accounts.middleware.TwoFactorRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
 ]
@@ -129,6 +136,7 @@ TASKS = {
 KIZUNA_EVENT_HANDLERS: list[str] = [
     "kizuna.scoring.engine.on_events",  # first: segments read the scores it changes
     "kizuna.segments.membership.on_events",
+    "kizuna.landing.services.on_events",  # landing page views and their conversions
     "kizuna.journeys.triggers.on_events",  # last: sees the scores, stages and segments just changed
 ]
 KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)
@@ -156,6 +164,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_MAX_FAILURES = config.env_int("KIZUNA_LOGIN_MAX_FAILURES", 5)
 LOGIN_LOCKOUT_SECONDS = config.env_int("KIZUNA_LOGIN_LOCKOUT_SECONDS", 900)
+# Two-factor login (TOTP) for every admin; users can also be marked one by one on their page.
+KIZUNA_2FA_REQUIRED_FOR_ADMINS = config.env_bool("KIZUNA_2FA_REQUIRED_FOR_ADMINS")
 
 # --- Security -------------------------------------------------------------------------------
 SESSION_COOKIE_SECURE = HTTPS
@@ -169,6 +179,9 @@ X_FRAME_OPTIONS = "DENY"
 if HTTPS:
     SECURE_HSTS_SECONDS = 31536000
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Webhooks may not reach private, loopback, link-local or metadata addresses (SSRF), checked when
+# saved and again, after resolving, when sent; allow them only for receivers on your own network.
+KIZUNA_WEBHOOK_ALLOW_PRIVATE = config.env_bool("KIZUNA_WEBHOOK_ALLOW_PRIVATE")
 SECURE_CSP = {
     "default-src": [CSP.SELF],
     "script-src": [CSP.SELF, CSP.NONCE],
@@ -198,6 +211,8 @@ MEDIA_ROOT = DATA_DIR / "media"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 IMPORT_MAX_BYTES = config.env_int("KIZUNA_IMPORT_MAX_BYTES", 200 * 1024 * 1024)
+# Downloadable assets (whitepapers, catalogues): the largest file an upload may be.
+ASSET_MAX_BYTES = config.env_int("KIZUNA_ASSET_MAX_BYTES", 50 * 1024 * 1024)
 
 # --- Email ----------------------------------------------------------------------------------
 globals().update(config.email_settings(config.env("KIZUNA_EMAIL_URL"), DATA_DIR))
@@ -209,11 +224,53 @@ KIZUNA_BOUNCE_DOMAIN = config.env("KIZUNA_BOUNCE_DOMAIN", "")
 KIZUNA_DNS_NAMESERVER = config.env("KIZUNA_DNS_NAMESERVER", "")
 DEFAULT_FROM_EMAIL = config.env("KIZUNA_FROM_EMAIL", "kizuna@localhost")
 
+# --- Personal data ----------------------------------------------------------------------------
+# Each module lists the models holding a contact's personal data and can export and erase them
+# (see kizuna/privacy/registry.py and docs/decisions/0019-personal-data-and-security.md).
+KIZUNA_PERSONAL_DATA: list[str] = [
+    "kizuna.contacts.personal_data",
+    "kizuna.events.personal_data",
+    "kizuna.messaging.personal_data",
+    "kizuna.scoring.personal_data",
+    "kizuna.lifecycle.personal_data",
+    "kizuna.segments.personal_data",
+    "kizuna.journeys.personal_data",
+    "kizuna.handoff.personal_data",
+    "kizuna.landing.personal_data",
+    "kizuna.assets.personal_data",
+    "kizuna.capture.personal_data",
+    "kizuna.accounts.personal_data",  # last: the audit entries about the contact
+]
+
+# --- Observability -----------------------------------------------------------------------------
+# /metrics answers a bearer token (KIZUNA_METRICS_TOKEN) or these addresses / networks.
+KIZUNA_METRICS_TOKEN = config.env("KIZUNA_METRICS_TOKEN")
+KIZUNA_METRICS_ALLOWED_IPS = [a.strip() for a in config.env("KIZUNA_METRICS_ALLOWED_IPS", "127.0.0.1,::1").split(",")
+                              if a.strip()]
+# /readyz answers 503 past these: event processing lag (seconds), messages due in the outbox.
+KIZUNA_HEALTH_MAX_LAG = config.env_int("KIZUNA_HEALTH_MAX_LAG", 300)
+KIZUNA_READY_MAX_OUTBOX = config.env_int("KIZUNA_READY_MAX_OUTBOX", 100_000)
+# Counters of every process on this machine (web workers, the worker) are summed from one
+# directory, which prometheus_client reads from its variable before it is first imported.
+KIZUNA_METRICS_DIR = Path(config.env("KIZUNA_METRICS_DIR") or DATA_DIR / "metrics")
+KIZUNA_METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(KIZUNA_METRICS_DIR)
+KIZUNA_LOG_FORMAT = config.choice("KIZUNA_LOG_FORMAT", "plain", ("plain", "json"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "context": {"()": "kizuna.web.logs.RequestContext"},  # request id and user on every line
+        "redact": {"()": "kizuna.web.logs.RedactSecrets"},  # keys, passwords, tokens never written
+        "count_errors": {"()": "kizuna.web.logs.CountErrors"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {"()": "kizuna.web.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": KIZUNA_LOG_FORMAT,
+                             "filters": ["context", "redact", "count_errors"]}},
     "root": {"handlers": ["console"], "level": config.env("KIZUNA_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

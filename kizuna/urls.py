@@ -13,5 +13,9 @@ urlpatterns = [
     path("", include("kizuna.handoff.urls")),
     path("", include("kizuna.lifecycle.urls")),
     path("", include("kizuna.segments.urls")),
+    path("", include("kizuna.landing.urls")),
+    path("", include("kizuna.journeys.urls")),
+    path("", include("kizuna.assets.urls")),
+    path("", include("kizuna.privacy.urls")),
     path("api/v1/", api.urls),
 ]

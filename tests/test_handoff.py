@@ -27,6 +27,12 @@ from tests.test_scoring import START, page, send
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _local_receivers(settings):
+    """The webhook receivers here listen on 127.0.0.1, which the SSRF guard refuses by default."""
+    settings.KIZUNA_WEBHOOK_ALLOW_PRIVATE = True
+
+
 class Receiver:
     """A real HTTP server on a free port; answers with the queued statuses, then 200."""
 

@@ -13,6 +13,14 @@ class LoginForm(AuthenticationForm):
     }
 
 
+class SecondFactorForm(forms.Form):
+    code = forms.CharField(
+        label=_("Code"), max_length=40, strip=True,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}),
+        help_text=_("The 6-digit code from your authenticator app, or a recovery code."),
+    )
+
+
 class UserCreateForm(forms.ModelForm):
     password = forms.CharField(label=_("Password"), widget=forms.PasswordInput, min_length=10)
 
@@ -31,7 +39,7 @@ class UserCreateForm(forms.ModelForm):
 class UserEditForm(forms.ModelForm):
     class Meta:
         model = User
-        fields = ["last_name", "first_name", "email", "role", "language", "is_active"]
+        fields = ["last_name", "first_name", "email", "role", "language", "is_active", "two_factor_required"]
 
 
 class PreferencesForm(forms.ModelForm):

@@ -23,6 +23,10 @@ class User(AbstractUser):
         choices=[("", _("Browser default"))] + list(settings.LANGUAGES),
         help_text=_("Empty: follow the browser."),
     )
+    two_factor_required = models.BooleanField(
+        _("two-factor login required"), default=False,
+        help_text=_("The user must set up an authenticator app before using Kizuna."),
+    )
 
     def __str__(self) -> str:
         full = f"{self.last_name} {self.first_name}".strip()
@@ -106,3 +110,28 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.object_type}#{self.object_id}"
+
+
+class TwoFactorDevice(models.Model):
+    """A user's authenticator app (TOTP, RFC 6238). The shared secret is kept encrypted with a key
+    derived from the secret key (see twofactor.py), so a copy of the database alone does not
+    give away the second factor. A code is accepted once: `last_step` is the newest time step used."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="two_factor")
+    secret = models.TextField(editable=False)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_step = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirmed_at is not None
+
+
+class RecoveryCode(models.Model):
+    """A one-time code for when the phone is lost. Only its hash is stored (the codes are random,
+    80 bits, so a fast hash is enough, as for API keys)."""
+
+    device = models.ForeignKey(TwoFactorDevice, on_delete=models.CASCADE, related_name="recovery_codes")
+    code_hash = models.CharField(max_length=64)
+    used_at = models.DateTimeField(null=True, blank=True)

@@ -19,6 +19,8 @@ def capability_required(capability: str):
                 raise PermissionDenied(_("Your role does not allow this (%(cap)s).") % {"cap": capability})
             return view(request, *args, **kwargs)
 
+        # Read by the authorisation tests, which walk the URLconf: every page states what it needs.
+        wrapped.capability = capability
         return wrapped
 
     return decorator

@@ -51,13 +51,18 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     # Forms, landing pages and downloadable assets (the capture side).
     "capture.view": ALL,
     "capture.manage": WRITERS,
+    # One's own sign-in: two-factor authentication, recovery codes.
+    "account.manage": ALL,
+    # Personal data: privacy settings, retention rules, erasing a contact on request.
+    "privacy.manage": frozenset({Role.ADMIN}),
 }
 
 # API key scopes, each a set of capabilities; a key can never exceed its owner's role.
 SCOPES: dict[str, frozenset[str]] = {
     "read": frozenset(c for c in CAPABILITIES if c.endswith(".view")),
     "write": frozenset(
-        c for c in CAPABILITIES if not c.endswith(".view") and c.split(".")[0] not in {"users", "apikeys", "audit"}
+        c for c in CAPABILITIES
+        if not c.endswith(".view") and c.split(".")[0] not in {"users", "apikeys", "audit", "account"}
     ),
     "ingest": frozenset({"events.ingest"}),
 }

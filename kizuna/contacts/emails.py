@@ -7,6 +7,7 @@ part case-insensitively in practice, and two rows differing only by case are one
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 
@@ -52,3 +53,9 @@ def normalise_email(value: str) -> str:
 
 def domain_of(address: str) -> str:
     return address.rsplit("@", 1)[-1]
+
+
+def email_hash(email: str) -> str:
+    """The SHA-256 of a normalised address: what is kept of an address erased on request. Unkeyed on
+    purpose, so it survives a change of secret key; it can confirm a guessed address, never reveal one."""
+    return hashlib.sha256(b"kizuna-erased:" + email.strip().lower().encode()).hexdigest()

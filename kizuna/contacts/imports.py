@@ -61,7 +61,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from kizuna.accounts import audit
 
 from . import fields as custom_fields
-from .emails import InvalidEmail, domain_of, normalise_email
+from .emails import InvalidEmail, domain_of, email_hash, normalise_email
 from .exports import safe_cell
 from .models import (
     Company,
@@ -812,6 +812,8 @@ class _Plan:
     chunk_rows: int = CHUNK_ROWS
     language: str = "en"
     report_path: str = ""
+    # Hashes of addresses erased on request (kizuna.privacy): such rows are refused, not imported.
+    erased: list[str] = field(default_factory=list)
 
     @classmethod
     def for_job(cls, job: ImportJob, defs: dict[str, CustomField]) -> _Plan:
@@ -826,7 +828,7 @@ class _Plan:
         return cls(headers=list(job.headers), columns=columns, custom=custom, path=job.file.path,
                    file_format=str(job.file_format), encoding=job.encoding, delimiter=job.delimiter or ",",
                    size=job.file_size, chunk_rows=CHUNK_ROWS * (4 if connection.vendor == "postgresql" else 1),
-                   language=translation.get_language() or settings.LANGUAGE_CODE)
+                   language=translation.get_language() or settings.LANGUAGE_CODE, erased=_erased_hashes())
 
     def header_of(self, target: str) -> str:
         index = self.columns.get(target)
@@ -840,6 +842,12 @@ class _Plan:
         if self.file_format == ImportJob.Format.XLSX:
             return xlsx_records(Path(self.path), pos)
         return csv_records(Path(self.path), self.encoding, self.delimiter, pos)
+
+
+def _erased_hashes() -> list[str]:
+    from kizuna.privacy.models import ErasedAddress
+
+    return list(ErasedAddress.objects.values_list("email_hash", flat=True))
 
 
 class _RowChecker:
@@ -868,6 +876,7 @@ class _RowChecker:
         self.stages.update({str(label).lower(): value for value, label in LifecycleStage.choices})
         self.industries = ", ".join(Industry.values)
         self.sizes = ", ".join(CompanySize.values)
+        self.erased = frozenset(plan.erased)
 
     def _coded(self, kind: str, raw: str) -> tuple[str, str]:
         """(code, error) for prefecture, industry, company size and stage, memoised."""
@@ -943,6 +952,10 @@ class _RowChecker:
                 row[0] = normalise_email(raw)
             except InvalidEmail as exc:
                 errors.append((headers[i], raw, _("invalid email address: %(reason)s") % {"reason": exc}))
+            else:
+                if self.erased and email_hash(row[0]) in self.erased:
+                    errors.append((headers[i], raw, _("this person's data was erased on request: they are not "
+                                                      "imported again")))
         for i, family, given, kana in self.wholes:
             text = texts[i]
             if text:

@@ -54,11 +54,20 @@ def _date(value: str, key: str, errors: dict[str, str]) -> dt.date | None:
         return None
 
 
+MAX_ID = 2**63 - 1
+
+
+def is_id(text: str) -> bool:
+    """An id the database can compare: ASCII digits within a 64-bit integer. ('9' * 30 once
+    reached SQLite as an integer it cannot hold: a 500 instead of an answer.)"""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ID
+
+
 def filter_owner(qs: QuerySet, owner: str, errors: dict[str, str]) -> QuerySet:
     """`owner=<user id>` or `owner=none`, for contacts and companies alike."""
     if owner == "none":
         return qs.filter(owner__isnull=True)
-    if owner.isdigit():
+    if is_id(owner):
         return qs.filter(owner_id=int(owner))
     errors["owner"] = "must be a user id or 'none'"
     return qs
@@ -108,12 +117,12 @@ def filter_contacts(qs: QuerySet[Contact], params: Mapping[str, Any]) -> QuerySe
     if tag := get("tag"):
         qs = qs.filter(tags__name=tag)
     if list_id := get("list"):
-        if list_id.isdigit():
+        if is_id(list_id):
             qs = qs.filter(list_memberships__contact_list_id=int(list_id))
         else:
             errors["list"] = "must be a list id"
     if company := get("company"):
-        if company.isdigit():
+        if is_id(company):
             qs = qs.filter(company_id=int(company))
         else:
             errors["company"] = "must be a company id"

@@ -191,12 +191,35 @@ def _save_unique_email(contact: Contact) -> None:
         raise
 
 
+# Who may bring back an address erased on request: only the person, signing up again themselves.
+SELF_SOURCES = {"form", "event"}
+
+
+def _check_not_erased(email: str | None, source: str) -> None:
+    """An address erased on request is not added again by a colleague, the API or an import; the
+    person's own sign-up (a form, an identify from a form on the site) lifts the block."""
+    if not email:
+        return
+    from kizuna.privacy import erasure
+
+    when = erasure.erased_at(email)
+    if when is None:
+        return
+    if source in SELF_SOURCES:
+        erasure.forget_erasure(email)
+        return
+    raise ContactConflict({"email": f"this person's data was erased on request on {when:%Y-%m-%d}; they can "
+                                    "sign up again themselves through a form, or an administrator can allow the "
+                                    "address again under Settings → Privacy"})
+
+
 @transaction.atomic
 def create_contact(actor, data: dict[str, Any], *, source: str = "manual", via: str = "") -> Contact:
     cleaned = clean_contact_input(data)
     email = cleaned.values.get("email")
     if email and Contact.objects.filter(email=email).exists():
         raise ContactConflict({"email": f"a contact with {email} already exists"})
+    _check_not_erased(email, source)
     contact = Contact(source=source, **cleaned.values)
     if cleaned.custom is not None:
         contact.custom = cleaned.custom
@@ -218,6 +241,8 @@ def update_contact(actor, contact: Contact, data: dict[str, Any], *, via: str = 
     email = cleaned.values.get("email")
     if email and email != contact.email and Contact.objects.filter(email=email).exclude(pk=contact.pk).exists():
         raise ContactConflict({"email": f"a contact with {email} already exists"})
+    if email and email != contact.email:
+        _check_not_erased(email, via)
     if "email" in cleaned.values and cleaned.values["email"] != contact.email:
         contact.company = None  # relink by the new domain
     for key, value in cleaned.values.items():

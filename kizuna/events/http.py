@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from kizuna.events import ingest
 from kizuna.events.committer import GroupCommitter
+from kizuna.web.metrics import count_received
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 TRACKER_FILE = Path(__file__).parent / "static" / "kizuna" / "tracker.js"
@@ -65,6 +66,7 @@ class _Cache:
         self._lock = threading.Lock()
         self._keys: dict[str, KeyInfo] = {}
         self._config: dict[str, Any] = {}
+        self._anonymize_ip = False
         self._loaded = 0.0
 
     def _load(self) -> None:
@@ -75,6 +77,7 @@ class _Cache:
             for k in WriteKey.objects.only("id", "key", "name", "enabled", "allowed_domains")
         }
         ts = TrackingSettings.load()
+        self._anonymize_ip = ts.anonymize_ip
         config = {
             "consent": "required" if ts.consent_required else "none",
             "respectDnt": ts.respect_dnt,
@@ -97,6 +100,12 @@ class _Cache:
         if time.monotonic() - self._loaded > self.ttl:
             self._load()
         return self._config
+
+    def anonymize_ip(self) -> bool:
+        """Settings → Tracking → anonymise IP addresses: applied before an event is stored."""
+        if time.monotonic() - self._loaded > self.ttl:
+            self._load()
+        return self._anonymize_ip
 
     def clear(self) -> None:
         self._loaded = 0.0
@@ -215,8 +224,10 @@ class IngestionApp:
                 raise ingest.IngestError(403, "origin_not_allowed",
                                          "This site is not in the write key's allowed domains.")
             info.source = found.name
+            info.anonymize_ip = cache.anonymize_ip()
             result = self._prepare(data, kind, info)
             write_rows(result.rows)
+            count_received(found.name, len(result.rows))
         except ingest.IngestError as exc:
             return self.error(start_response, exc, cors)
         if result.rejected:
@@ -293,6 +304,7 @@ class IngestionApp:
             return self.respond(start_response, 401, orjson.dumps(ingest.IngestError(
                 401, "invalid_write_key", "The write key is unknown or disabled.").as_dict()))
         info.source = found.name
+        info.anonymize_ip = cache.anonymize_ip()
         url = query.get("url") or environ.get("HTTP_REFERER", "")
         anonymous_id = query.get("aid") or _derived_id(info.ip, info.user_agent, info.received_at)
         event = query.get("e", "")
@@ -318,6 +330,7 @@ class IngestionApp:
             write_rows(result.rows)
         except Exception:  # noqa: BLE001 - an image must not show a server error page
             return self.respond(start_response, 503, b'{"error":{"code":"unavailable"}}')
+        count_received(found.name, len(result.rows))
         return self.respond(start_response, 200, PIXEL, "image/gif")
 
 

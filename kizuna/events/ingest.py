@@ -66,6 +66,9 @@ class RequestInfo:
     # Kizuna's own emitters (email, lifecycle) name the person by context.traits.email alone;
     # the HTTP API keeps Segment's rule that a message carries userId or anonymousId.
     internal: bool = False
+    # Settings → Tracking → anonymise IP addresses: the full address is never stored, not even
+    # in the inbox or in the event's context (see docs/decisions/0019-personal-data-and-security.md).
+    anonymize_ip: bool = False
     received_at: datetime = field(default_factory=timezone.now)
 
 
@@ -228,6 +231,12 @@ def normalize(
     if kind == "page":
         page = {**page, **{k: v for k, v in properties.items() if k in ("url", "path", "title", "referrer", "search")}}
     ip = context.get("ip") if isinstance(context.get("ip"), str) and context.get("ip") else info.ip
+    if info.anonymize_ip and ip:
+        from kizuna.events.enrichment import anonymize_ip
+
+        ip = anonymize_ip(ip)
+        if "ip" in context:
+            context = {**context, "ip": ip}
     user_agent = context.get("userAgent") if isinstance(context.get("userAgent"), str) else info.user_agent
     out: dict[str, Any] = {
         "type": kind,
@@ -338,6 +347,13 @@ def store(rows: list[Row]) -> None:
 
 def ingest(messages: list[Any], info: RequestInfo, *, type_: str | None = None) -> BatchResult:
     """Validate and store in the caller's thread: for forms, imports and other internal inputs."""
+    if not info.anonymize_ip:
+        from kizuna.events.models import TrackingSettings
+
+        info.anonymize_ip = TrackingSettings.load().anonymize_ip
     result = prepare(messages, info, type_=type_, path_prefix="")
     store(result.rows)
+    from kizuna.web.metrics import count_received
+
+    count_received(info.source or "internal", len(result.rows))
     return result

@@ -6,7 +6,8 @@ app_name = "events"
 urlpatterns = [
     path("visitors/", views.visitor_list, name="visitor_list"),
     path("visitors/companies/", views.visiting_companies, name="companies"),
-    path("visitors/<str:anonymous_id>/", views.visitor_detail, name="visitor_detail"),
+    # path: a browser id is the visitor's to choose and may hold "/" (reverse() must not fail on it).
+    path("visitors/<path:anonymous_id>/", views.visitor_detail, name="visitor_detail"),
     path("events/live/", views.live_events, name="live"),
     path("events/live/rows", views.live_events_fragment, name="live_rows"),
     path("events/retry-failed", views.retry_failed, name="retry_failed"),

@@ -17,8 +17,6 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -33,6 +31,7 @@ from django.utils.translation import gettext as _
 
 from kizuna.db.writelock import sqlite_writer
 from kizuna.events.models import Event
+from kizuna.handoff import ssrf
 from kizuna.handoff.models import Delivery, Webhook
 from kizuna.scoring.models import LeadAlert, ScoringModel
 
@@ -158,23 +157,30 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def post_webhook(hook: Webhook, delivery_id: int, payload: dict, event: str = "lead.hot") -> int:
+    """POSTs a signed body to the hook's URL, through the SSRF guard (ssrf.py): the address is
+    checked after resolving, connected to as checked, and redirects are not followed."""
     body = json.dumps(payload, ensure_ascii=False).encode()
-    request = urllib.request.Request(hook.url, data=body, method="POST", headers={  # noqa: S310 - admin's URL
+    headers = {
         "Content-Type": "application/json; charset=utf-8",
         "User-Agent": "Kizuna-Webhook/1",
         "Kizuna-Event": event,
         "Kizuna-Delivery": str(delivery_id),
         "Kizuna-Signature": sign(hook.secret, int(time.time()), body),
-    })
+    }
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
-            return response.status
-    except urllib.error.HTTPError as exc:
-        # 408 and 429 and 5xx are worth retrying; other 4xx mean the URL or secret is wrong.
-        permanent = 400 <= exc.code < 500 and exc.code not in (408, 429)
-        raise DeliveryError(f"HTTP {exc.code} {exc.reason}", status=exc.code, permanent=permanent) from exc
-    except (urllib.error.URLError, OSError) as exc:
+        status, reason = ssrf.post(hook.url, body, headers, TIMEOUT)
+    except ssrf.UnsafeTarget as exc:
+        raise DeliveryError(f"refused: {exc}", permanent=True) from exc
+    except OSError as exc:
         raise DeliveryError(str(getattr(exc, "reason", exc))[:300]) from exc
+    if 300 <= status < 400:
+        raise DeliveryError(f"HTTP {status} {reason}: webhooks do not follow redirects; use the final URL",
+                            status=status, permanent=True)
+    if status >= 400:
+        # 408 and 429 and 5xx are worth retrying; other 4xx mean the URL or secret is wrong.
+        permanent = 400 <= status < 500 and status not in (408, 429)
+        raise DeliveryError(f"HTTP {status} {reason}", status=status, permanent=permanent)
+    return status
 
 
 def send_email(delivery_id: int, to: str, subject: str, text: str, html: str) -> None:

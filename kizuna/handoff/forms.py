@@ -4,6 +4,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
+from kizuna.handoff import ssrf
 from kizuna.handoff.assignment import parse_territory
 from kizuna.handoff.models import HandoffSettings, SalesRoute, Webhook
 
@@ -48,4 +49,9 @@ class WebhookForm(forms.ModelForm):
         url = self.cleaned_data["url"]
         if not url.lower().startswith(("https://", "http://")):
             raise forms.ValidationError(_("Use an http:// or https:// address."))
+        try:
+            ssrf.check_url(url)  # checked again, after resolving, at every send
+        except ssrf.UnsafeTarget as exc:
+            raise forms.ValidationError(_("This address cannot receive webhooks: %(reason)s") % {"reason": exc}) \
+                from exc
         return url

@@ -10,5 +10,7 @@ class JourneysConfig(AppConfig):
     def ready(self) -> None:
         from kizuna.contacts.signals import contact_saved
         from kizuna.journeys import triggers
+        from kizuna.journeys.views import register_panels
 
         contact_saved.connect(triggers.on_contact_saved, dispatch_uid="journeys")
+        register_panels()

@@ -92,6 +92,7 @@ def contact_context(message: Message, token: str) -> dict[str, Any]:
             o = contact.owner
             owner = {"name": o.get_full_name() or o.get_username(), "email": o.email}
     return {
+        **rendering.provided_context(message),  # what other apps add (assets: asset_url, download_url)
         "contact": data, "company": company, "owner": owner,
         "unsubscribe_url": unsubscribe_url(token), "preferences_url": unsubscribe_url(token),
         **(message.extra.get("context", {}) if isinstance(message.extra, dict) else {}),

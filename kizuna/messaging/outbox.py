@@ -52,6 +52,7 @@ from kizuna.messaging.models import (
     TemplateVersion,
     TokenBucket,
 )
+from kizuna.web import metrics
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def _in_quiet_hours(moment: datetime, start: time, end: time) -> bool:
     return start <= now < end if start < end else (now >= start or now < end)
 
 
-def _quiet_until(now: datetime, zone: str, rules: SendingSettings) -> datetime | None:
+def quiet_until(now: datetime, zone: str, rules: SendingSettings) -> datetime | None:
     if rules.quiet_start is None or rules.quiet_end is None or rules.quiet_start == rules.quiet_end:
         return None
     try:
@@ -260,10 +261,9 @@ def _quiet_until(now: datetime, zone: str, rules: SendingSettings) -> datetime |
     return end
 
 
-def apply_rules(messages: Sequence[Message], now: datetime) -> tuple[list[Message], dict[int, str],
-                                                                     dict[int, datetime]]:
-    """Splits claimed messages into (send now, skipped with reason, deferred until)."""
-    rules = SendingSettings.get()
+def rule_facts(messages: Sequence[Message]) -> tuple[dict[str, str], dict[tuple[int, int], str]]:
+    """What the send rules read about these messages, in two queries: suppressed addresses (with
+    the reason) and consent by (contact, topic) for the marketing ones."""
     emails = {m.to_email.lower() for m in messages}
     suppressed = dict(Suppression.objects.filter(email__in=emails).values_list("email", "reason"))
     marketing = [m for m in messages if m.kind == MessageKind.MARKETING]
@@ -272,6 +272,43 @@ def apply_rules(messages: Sequence[Message], now: datetime) -> tuple[list[Messag
         pairs = Consent.objects.filter(contact_id__in={m.contact_id for m in marketing},
                                        topic_id__in={m.topic_id for m in marketing if m.topic_id})
         consent = {(c.contact_id, c.topic_id): c.status for c in pairs}
+    return suppressed, consent
+
+
+def skip_reason(m: Message, suppressed: dict[str, str], consent: dict[tuple[int, int], str],
+                rules: SendingSettings, sent_recently: int) -> str:
+    """Why this message may not be sent ("" when it may): suppression, do-not-contact, consent
+    and the frequency cap (`sent_recently`: the contact's marketing mails in the cap's window).
+    Pure, so a journey simulation asks exactly what the sender asks."""
+    contact = m.contact
+    if m.to_email.lower() in suppressed:
+        return f"suppressed ({suppressed[m.to_email.lower()]})"
+    if contact is None:
+        return "the contact was deleted"
+    if contact.email and contact.email.lower() != m.to_email.lower():
+        return "the contact's address changed after queueing"
+    if contact.do_not_contact and not (m.kind == MessageKind.TRANSACTIONAL and contact.dnc_reason == "unsubscribed"):
+        return f"do not contact ({contact.dnc_reason or 'manual'})"
+    if m.kind == MessageKind.MARKETING:
+        topic = m.topic
+        status = consent.get((m.contact_id, m.topic_id), ConsentStatus.UNKNOWN) if topic else None
+        if topic is None:
+            return "marketing mail needs a subscription topic"
+        if status == ConsentStatus.OPTED_OUT:
+            return f"opted out of {topic.key}"
+        if status != ConsentStatus.OPTED_IN and topic.requires_opt_in:
+            return f"no opt-in for {topic.key}"
+        if rules.frequency_cap and sent_recently >= rules.frequency_cap:
+            return f"frequency cap: {rules.frequency_cap} marketing mails in {rules.frequency_days} days"
+    return ""
+
+
+def apply_rules(messages: Sequence[Message], now: datetime) -> tuple[list[Message], dict[int, str],
+                                                                     dict[int, datetime]]:
+    """Splits claimed messages into (send now, skipped with reason, deferred until)."""
+    rules = SendingSettings.get()
+    suppressed, consent = rule_facts(messages)
+    marketing = [m for m in messages if m.kind == MessageKind.MARKETING]
     recent: dict[int, int] = {}
     if marketing and rules.frequency_cap:
         since = now - timedelta(days=rules.frequency_days)
@@ -284,33 +321,12 @@ def apply_rules(messages: Sequence[Message], now: datetime) -> tuple[list[Messag
     skipped: dict[int, str] = {}
     deferred: dict[int, datetime] = {}
     for m in messages:
-        contact = m.contact
-        reason = ""
-        if m.to_email.lower() in suppressed:
-            reason = f"suppressed ({suppressed[m.to_email.lower()]})"
-        elif contact is None:
-            reason = "the contact was deleted"
-        elif contact.email and contact.email.lower() != m.to_email.lower():
-            reason = "the contact's address changed after queueing"
-        elif contact.do_not_contact and not (m.kind == MessageKind.TRANSACTIONAL
-                                             and contact.dnc_reason == "unsubscribed"):
-            reason = f"do not contact ({contact.dnc_reason or 'manual'})"
-        elif m.kind == MessageKind.MARKETING:
-            topic = m.topic
-            status = consent.get((m.contact_id, m.topic_id), ConsentStatus.UNKNOWN) if topic else None
-            if topic is None:
-                reason = "marketing mail needs a subscription topic"
-            elif status == ConsentStatus.OPTED_OUT:
-                reason = f"opted out of {topic.key}"
-            elif status != ConsentStatus.OPTED_IN and topic.requires_opt_in:
-                reason = f"no opt-in for {topic.key}"
-            elif rules.frequency_cap and recent.get(m.contact_id, 0) >= rules.frequency_cap:
-                reason = f"frequency cap: {rules.frequency_cap} marketing mails in {rules.frequency_days} days"
+        reason = skip_reason(m, suppressed, consent, rules, recent.get(m.contact_id, 0))
         if reason:
             skipped[m.pk] = reason
             continue
         if m.kind == MessageKind.MARKETING:
-            until = _quiet_until(now, contact.time_zone if contact else "", rules)
+            until = quiet_until(now, m.contact.time_zone if m.contact else "", rules)
             if until is not None:
                 deferred[m.pk] = until
                 continue
@@ -479,8 +495,10 @@ class Sender:
                 base.update(status=MessageStatus.QUEUED, error=outcome[1], claimed_by="", claimed_until=None,
                             due_at=now + BACKOFF[min(m.attempts, len(BACKOFF)) - 1])
             else:
-                base.update(status=MessageStatus.FAILED, error=outcome[1], claimed_by="", claimed_until=None)
+                if base.update(status=MessageStatus.FAILED, error=outcome[1], claimed_by="", claimed_until=None):
+                    metrics.MESSAGES_FAILED.inc()
         if sent:
+            metrics.MESSAGES_SENT.inc(len(sent))
             same_provider: dict[str, list[int]] = {}
             for m in sent:
                 same_provider.setdefault(m.provider_id, []).append(m.pk)

@@ -784,9 +784,33 @@ def render(compiled: CompiledTemplate, context: dict[str, Any], *,
     return RenderedMessage(subject=subject, html=html, text=text, links=links, missing=list(dict.fromkeys(missing)))
 
 
+# --- variables other apps add -----------------------------------------------------------------------
+
+ContextProvider = Callable[[Any], dict[str, Any]]
+_context_providers: list[ContextProvider] = []
+
+
+def register_context(provider: ContextProvider) -> None:
+    """Lets an app add variables to every template (an app's AppConfig.ready() calls it).
+
+    `provider(message)` gets the outbox row being composed, or None for the sample contact
+    (previews and the check on save), and returns plain values or functions for the sandbox;
+    it may raise to make a message fail with its reason (a deleted asset, say)."""
+    if provider not in _context_providers:
+        _context_providers.append(provider)
+
+
+def provided_context(message: Any) -> dict[str, Any]:
+    context: dict[str, Any] = {}
+    for provider in _context_providers:
+        context.update(provider(message))
+    return context
+
+
 def sample_context() -> dict[str, Any]:
     """A realistic contact for previews and for checking templates when they are saved."""
     return {
+        **provided_context(None),
         "contact": {
             "email": "taro.yamada@example.co.jp", "family_name": "山田", "given_name": "太郎",
             "family_name_kana": "ヤマダ", "given_name_kana": "タロウ", "full_name": "山田 太郎",
@@ -808,4 +832,5 @@ def preview(compiled: CompiledTemplate, context: dict[str, Any]) -> RenderedMess
 
 
 __all__ = ["CompiledTemplate", "Markup", "RenderedMessage", "TemplateProblem", "compile_template", "inline_css",
-           "make_environment", "preview", "render", "rewrite_links", "sample_context", "validate"]
+           "make_environment", "preview", "provided_context", "register_context", "render", "rewrite_links",
+           "sample_context", "validate"]

@@ -17,6 +17,8 @@ from django.utils import timezone
 from kizuna.contacts import consent
 from kizuna.contacts.models import ConsentStatus, DoNotContactReason, SubscriptionTopic
 from kizuna.db.writelock import sqlite_writer
+from kizuna.events.enrichment import anonymize_ip
+from kizuna.events.models import TrackingSettings
 from kizuna.messaging import machine, tokens
 from kizuna.messaging.models import Activity, Message, MessageStatus, TemplateLink
 from kizuna.messaging.outbox import _emit, _event
@@ -41,10 +43,13 @@ def find(token: str) -> Message | None:
 def _record(message: Message, kind: str, req: Request, verdict: machine.Verdict, position: int | None,
             url: str = "") -> None:
     human = not verdict.machine
+    ip = req.ip
+    if ip and TrackingSettings.load().anonymize_ip:  # classified above with the full address, kept without it
+        ip = anonymize_ip(ip)
     first_field = {("open", True): "opened_at", ("open", False): "machine_opened_at",
                    ("click", True): "clicked_at", ("click", False): "machine_clicked_at"}[(kind, human)]
     with sqlite_writer(), transaction.atomic():
-        Activity.objects.create(message=message, kind=kind, position=position, url=url, at=req.at, ip=req.ip or None,
+        Activity.objects.create(message=message, kind=kind, position=position, url=url, at=req.at, ip=ip or None,
                                 user_agent=req.user_agent[:500], machine=verdict.machine, reason=verdict.reason)
         updates: dict = {"opens" if kind == "open" else "clicks": F("opens" if kind == "open" else "clicks") + 1}
         Message.objects.filter(pk=message.pk).update(**updates)
@@ -56,7 +61,7 @@ def _record(message: Message, kind: str, req: Request, verdict: machine.Verdict,
         event = _event(message, name, req.at, {"machine": verdict.machine, "machineReason": verdict.reason,
                                                "url": url, "link": position})
         event["messageId"] = f"email-{kind}-{message.pk}-{req.at.timestamp():.6f}"
-        event["context"].update({"ip": req.ip, "userAgent": req.user_agent})
+        event["context"].update({"ip": ip, "userAgent": req.user_agent})
         _emit([event])
 
 

@@ -84,8 +84,9 @@ def register_panels() -> None:
 
 @capability_required("contacts.view")
 def hot_leads(request):
-    model = ScoringModel.objects.filter(pk=request.GET.get("model") or 0).first() or ScoringModel.objects.filter(
-        active=True).first()
+    chosen = request.GET.get("model", "")
+    model = (ScoringModel.objects.filter(pk=int(chosen)).first() if chosen.isdecimal() and len(chosen) < 18 else None) \
+        or ScoringModel.objects.filter(active=True).first()
     rows, band = [], request.GET.get("band", "hot")
     if model is not None:
         engine.cool_down(model)

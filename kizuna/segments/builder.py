@@ -25,8 +25,8 @@ from kizuna.segments.describe import (
 )
 
 TAG_SUGGESTIONS = 500
-KNOWN_EVENTS = ["Form Submitted", "File Downloaded", "Outbound Link Clicked", "Email Opened", "Email Clicked",
-                "Email Bounced", "Unsubscribed"]
+KNOWN_EVENTS = ["Form Submitted", "File Downloaded", "Asset Downloaded", "Outbound Link Clicked", "Email Opened",
+                "Email Clicked", "Email Bounced", "Unsubscribed"]
 RECENT_EVENTS = 20_000
 
 

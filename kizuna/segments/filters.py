@@ -261,6 +261,8 @@ def _check_value(kind: str, op: str, value: Any, choices: set[str] | None, at: s
     if kind in {TEXT, "tag"}:
         if not isinstance(value, str) or not value or len(value) > 500:
             raise FilterError(at, "must be a non-empty text of at most 500 characters")
+        if "\x00" in value:  # PostgreSQL cannot compare it: a 500 rather than an answer
+            raise FilterError(at, "must not contain a NUL character (\\u0000)")
         return value
     if kind in {OWNER, "list"}:
         items = value if isinstance(value, list) else [value]
@@ -307,7 +309,7 @@ def _check_window(node: dict, at: str) -> int | None:
 def _check_event(node: dict, path: str, at: str) -> dict:
     _only(node, {"event", "where", "count", "within_days"}, path)
     name = node["event"]
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\x00" in name:
         raise FilterError(at + "event", "must be page or a tracked event's name")
     where = node.get("where", [])
     if not isinstance(where, list):
@@ -326,6 +328,8 @@ def _check_event(node: dict, path: str, at: str) -> dict:
         value = cond.get("value")
         if not isinstance(value, str) or not value or len(value) > 500:
             raise FilterError(here + "value", "must be a non-empty text of at most 500 characters")
+        if "\x00" in value:
+            raise FilterError(here + "value", "must not contain a NUL character (\\u0000)")
         checked.append({"field": fname, "op": cond["op"], "value": value})
     return {"event": name.strip(), "where": checked, "count": _check_count(node, at),
             "within_days": _check_window(node, at)}

@@ -39,12 +39,17 @@ MENU: list[tuple[str, list[MenuItem]]] = [
     ]),
     (_("Capture"), [
         MenuItem(_("Forms"), "capture:list", "capture.view", "forms"),
+        MenuItem(_("Landing pages"), "landing:list", "capture.view", "landing-pages"),
+        MenuItem(_("Assets"), "assets:list", "capture.view", "assets"),
     ]),
     (_("Email"), [
         MenuItem(_("Bulk sends"), "messaging:bulk_list", "email.view", "email/bulk"),
         MenuItem(_("Email templates"), "messaging:template_list", "email.view", "email/templates"),
         MenuItem(_("Outbox"), "messaging:outbox", "email.view", "email/outbox"),
         MenuItem(_("Suppressions"), "messaging:suppressions", "email.view", "email/suppressions"),
+    ]),
+    (_("Automation"), [
+        MenuItem(_("Journeys"), "journeys:list", "journeys.view", "journeys"),
     ]),
     (_("Settings"), [
         MenuItem(_("Users"), "accounts:user_list", "users.manage", "settings/users"),
@@ -58,6 +63,8 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Email senders"), "messaging:sender_list", "email.manage", "email/senders"),
         MenuItem(_("Sending rules"), "messaging:settings", "email.manage", "email/settings"),
         MenuItem(_("Audit log"), "accounts:audit_log", "audit.view", "settings/audit"),
+        MenuItem(_("Privacy and personal data"), "privacy:settings", "privacy.manage", "settings/privacy"),
+        MenuItem(_("Two-factor login"), "accounts:two_factor", "account.manage", "account/two-factor"),
     ]),
 ]
 

@@ -24,20 +24,7 @@ def home(request):
 
 
 def health(request):
-    """For load balancers and monitoring: database reachable, event processing lag.
+    """The older name of /readyz, kept for load balancers already pointed at it."""
+    from kizuna.web.observability import readyz
 
-    503 when the database is down or processing is more than KIZUNA_HEALTH_MAX_LAG seconds behind.
-    """
-    from django.conf import settings
-    from django.http import JsonResponse
-
-    from kizuna.events.processing import lag
-
-    try:
-        events = lag()
-    except Exception as exc:  # noqa: BLE001 - the answer must be JSON, whatever failed
-        return JsonResponse({"status": "error", "database": f"{type(exc).__name__}"}, status=503)
-    limit = getattr(settings, "KIZUNA_HEALTH_MAX_LAG", 300)
-    healthy = events["lag_seconds"] <= limit
-    body = {"status": "ok" if healthy else "lagging", "database": "ok", "events": events}
-    return JsonResponse(body, status=200 if healthy else 503)
+    return readyz(request)

@@ -82,6 +82,7 @@ def kizuna_server():
         "KIZUNA_BASE_URL": f"http://127.0.0.1:{port}",
         "KIZUNA_EMAIL_URL": "capture://",
         "DJANGO_SETTINGS_MODULE": "kizuna.settings",
+        "KIZUNA_WEBHOOK_ALLOW_PRIVATE": "1",  # browser tests' webhook receivers listen on 127.0.0.1
     })
     pg_url = os.environ.get("KIZUNA_DATABASE_URL", "")
     pg_db = None

@@ -4,19 +4,20 @@ import threading
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "forms")
+LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention", "forms")
 
 
 class Command(BaseCommand):
     help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
-            " scheduled retraining of predictive scores, form submissions, and the task queue (imports, training).")
+            " scheduled retraining of predictive scores, retention rules, form submissions, and the task queue"
+            " (imports, training).")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between task-queue polls")
         parser.add_argument(
             "--only", choices=[*LOOPS, "tasks"],
             help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
-                 " journeys, predictive retraining, form submissions, or the task queue",
+                 " journeys, predictive retraining, retention rules, form submissions, or the task queue",
         )
 
     def handle(self, *args, interval, only=None, **options):
@@ -26,6 +27,7 @@ class Command(BaseCommand):
         from kizuna.handoff import delivery
         from kizuna.journeys import engine as journeys
         from kizuna.messaging import outbox
+        from kizuna.privacy import retention
         from kizuna.scoring import predictive_service
         from kizuna.segments import membership
 
@@ -33,7 +35,7 @@ class Command(BaseCommand):
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
                    "segments": membership.run, "journeys": journeys.run,
-                   "predictive": predictive_service.run, "forms": forms.run}
+                   "predictive": predictive_service.run, "retention": retention.loop, "forms": forms.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())

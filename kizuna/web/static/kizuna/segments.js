@@ -1,30 +1,27 @@
-// The segment builder. The form posts the filter as JSON from its textarea, which stays the
-// source of truth (and can be edited by hand); this script draws that tree as nested groups and
-// conditions, writes every change back to the textarea, and shows the live count (or the exact
-// fault and its path) from POST /api/v1/segments/count.
-// Every word comes from the page's data-schema, translated on the server. Values are only ever
-// set with textContent or .value, never as HTML. No inline scripts or styles (CSP).
+// The segment filter builder. `KizunaFilters.mount(box, options)` draws a filter tree as nested
+// groups and conditions inside `box` and reports every change through `onChange(tree)`; with a
+// `countUrl` and a `live` element it also shows the live count (or the exact fault and its path)
+// from POST /api/v1/segments/count. The segment page mounts one builder bound to its textarea,
+// which stays the source of truth (and can be edited by hand); the journey builder mounts one per
+// condition (exit, goal, audience, condition steps).
+// Every word comes from the schema, translated on the server. Values are only ever set with
+// textContent or .value, never as HTML. No inline scripts or styles (CSP).
 (() => {
   "use strict";
 
-  const start = () => {
-    const box = document.querySelector("[data-segment-builder]");
-    if (!box) return;
-    const S = JSON.parse(box.dataset.schema);
+  const mount = (box, opts) => {
+    const S = opts.schema;
     const T = S.text;
-    const form = box.closest("form");
-    const textarea = form.querySelector("[data-filter-json]");
-    const jsonBox = form.querySelector("[data-filter-json-box]");
-    const live = form.querySelector("[data-live-count]");
-    const serverError = form.querySelector("[data-filter-error]");
-    const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
-    const segmentId = box.dataset.segmentId ? Number(box.dataset.segmentId) : null;
+    const live = opts.live || null;
+    const csrf = opts.csrf || "";
+    const segmentId = opts.segmentId || null;
+    const onChange = opts.onChange || (() => {});
     const fields = new Map(S.fields.map((f) => [f.key, f]));
     const numbers = new Intl.NumberFormat(document.documentElement.lang || undefined);
     const root = document.createElement("div");
-    let tree = null;
-    let errorPath = box.dataset.errorPath || null;
-    let errorMessage = serverError ? serverError.textContent : "";
+    let tree = opts.tree || { all: [] };
+    let errorPath = opts.errorPath === undefined || opts.errorPath === "" ? null : opts.errorPath;
+    let errorMessage = opts.errorMessage || "";
 
     // --- small DOM helpers -------------------------------------------------------------------
     const el = (tag, props, ...kids) => {
@@ -91,8 +88,9 @@
     let timer = null;
     let sequence = 0;
     const changed = (redraw) => {
-      textarea.value = JSON.stringify(tree, null, 2);
+      onChange(tree);
       if (redraw) draw();
+      if (!opts.countUrl || !live) return;
       clearTimeout(timer);
       timer = setTimeout(countNow, 400);
     };
@@ -103,11 +101,12 @@
       live.textContent = `${T.errorAt.replace("%(path)s", path || "filter")} ${message}`;
       mark();
     };
-    const countNow = () => {
+    function countNow() {
+      if (!opts.countUrl || !live) return;
       const mine = ++sequence;
       live.className = "live-count busy";
       live.textContent = T.counting;
-      fetch(box.dataset.countUrl, {
+      fetch(opts.countUrl, {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrf },
         body: JSON.stringify({ filter: tree, segment: segmentId }),
@@ -115,7 +114,7 @@
         if (mine !== sequence) return;  // an older answer arriving late
         if (status === 200) {
           errorPath = null;
-          if (serverError) serverError.hidden = true;
+          if (opts.onCounted) opts.onCounted(body);
           live.className = "live-count ok";
           live.textContent = `${numbers.format(body.count)} ${T.contacts} · ${numbers.format(body.ms)} ${T.ms}`;
           live.dataset.count = String(body.count);
@@ -130,7 +129,7 @@
         live.className = "live-count bad";
         live.textContent = T.countFailed;
       });
-    };
+    }
 
     // Marks the condition (and the control within it) that an error path points at.
     const mark = () => {
@@ -376,27 +375,67 @@
       mark();
     }
 
-    const load = () => {
+    // Datalists are shared by every builder on the page.
+    if (!document.getElementById("seg-events")) document.body.append(datalist("seg-events", S.events));
+    if (!document.getElementById("seg-tags")) document.body.append(datalist("seg-tags", S.tags));
+    box.append(root);
+    draw();
+    if (opts.countUrl && live) countNow();
+    return {
+      get tree() { return tree; },
+      setTree(next) { tree = next; draw(); if (opts.countUrl && live) countNow(); },
+      setError(path, message) { errorPath = path === undefined ? null : path; errorMessage = message || ""; mark(); },
+      count: countNow,
+    };
+  };
+
+  window.KizunaFilters = { mount };
+
+  // The segment page: one builder bound to the form's textarea.
+  const start = () => {
+    const box = document.querySelector("[data-segment-builder]");
+    if (!box) return;
+    const form = box.closest("form");
+    const textarea = form.querySelector("[data-filter-json]");
+    const jsonBox = form.querySelector("[data-filter-json-box]");
+    const live = form.querySelector("[data-live-count]");
+    const serverError = form.querySelector("[data-filter-error]");
+    const schema = JSON.parse(box.dataset.schema);
+    const parse = () => {
       try {
-        tree = JSON.parse(textarea.value.trim() || '{"all": []}');
+        return JSON.parse(textarea.value.trim() || '{"all": []}');
       } catch (err) {
         live.className = "live-count bad";
-        live.textContent = `${T.badJson} ${err.message}`;
-        return false;
+        live.textContent = `${schema.text.badJson} ${err.message}`;
+        return undefined;
       }
-      draw();
-      return true;
     };
-
-    box.append(datalist("seg-events", S.events), datalist("seg-tags", S.tags), root);
+    let builder = null;
+    const apply = (first) => {
+      const tree = parse();
+      if (tree === undefined) return;
+      if (builder) {
+        builder.setTree(tree);
+        return;
+      }
+      builder = mount(box, {
+        schema, tree, live,
+        countUrl: box.dataset.countUrl,
+        csrf: form.querySelector("input[name=csrfmiddlewaretoken]").value,
+        segmentId: box.dataset.segmentId ? Number(box.dataset.segmentId) : null,
+        errorPath: box.dataset.errorPath || null,
+        errorMessage: serverError ? serverError.textContent : "",
+        onChange: (next) => { textarea.value = JSON.stringify(next, null, 2); },
+        onCounted: () => { if (serverError) serverError.hidden = true; },
+      });
+      if (first && jsonBox && !form.querySelector(".filter-json .errorlist")) jsonBox.open = false;
+    };
     box.hidden = false;
-    const loaded = load();
-    if (jsonBox && loaded && !form.querySelector(".filter-json .errorlist")) jsonBox.open = false;
-    if (loaded) countNow();
+    apply(true);
     let typing = null;
     textarea.addEventListener("input", () => {
       clearTimeout(typing);
-      typing = setTimeout(() => { if (load()) countNow(); }, 500);
+      typing = setTimeout(() => apply(false), 500);
     });
   };
 
