@@ -38,6 +38,9 @@ pytestmark = pytest.mark.django_db
 def _commit_in_the_request():
     """Writes in the request's own transaction: the test database is not visible to the group
     committer's thread (the grouped path is exercised by the browser test and test_group_commit)."""
+    from kizuna.events.http import cache
+
+    cache.clear()  # tracking settings another test changed (anonymised addresses) are read again
     with override_settings(KIZUNA_INGEST_GROUP_COMMIT=False):
         yield
 
@@ -287,27 +290,30 @@ def test_every_action_runs_once_for_the_submission(client, topic, make_user):
     assert Enrollment.objects.filter(journey=welcome, contact=contact).count() == 1
 
 
-@pytest.mark.skipif(asset_support() is None, reason="kizuna.assets is not installed (the assets app is not merged "
-                                                    "yet): the deliver-asset action is not offered")
-def test_deliver_asset_action_queues_the_delivery(client, topic):  # pragma: no cover - needs kizuna.assets
-    model, _deliver = asset_support()
-    asset = model.objects.first()
-    if asset is None:
-        pytest.skip("no asset to deliver in this database")
-    form = make_form(actions=[{"type": "deliver_asset", "asset": asset.pk}])
+@pytest.mark.skipif(asset_support() is None, reason="kizuna.assets is not installed: the deliver-asset action is "
+                                                    "not offered")
+def test_deliver_asset_action_queues_the_delivery_once_and_waits_for_a_sender(client, topic):
+    from kizuna.messaging.models import Message
+    from tests import assethelp
+
+    whitepaper = assethelp.asset(title="製造業DX ホワイトペーパー")
+    assert "deliver_asset" in services.reference()["actions"]
+    form = make_form(actions=[{"type": "deliver_asset", "asset": whitepaper.pk}])
     post(client, form, good())
     processing.process_due()
-    assert Submission.objects.get().status == "processed"
-    assert any("asset" in note for note in Submission.objects.get().notes)
-
-
-def test_without_assets_the_editor_does_not_offer_the_action(topic):
-    if asset_support() is not None:
-        pytest.skip("kizuna.assets is installed")
-    assert "deliver_asset" not in services.reference()["actions"]
-    with pytest.raises(definitions.DefinitionError) as caught:
-        definitions.check(definition(actions=[{"type": "deliver_asset", "asset": 1}]))
-    assert caught.value.errors == [("actions[0].type", "assets are not available in this installation")]
+    submission = Submission.objects.get()
+    assert submission.status == "failed" and "sender" in submission.error  # no sender yet: nothing half-done
+    assert not Contact.objects.exists()
+    assethelp.sender()
+    processing.retry(submission)
+    processing.process_due()
+    submission.refresh_from_db()
+    assert submission.status == "processed", submission.error
+    [mail] = Message.objects.filter(contact=submission.contact)
+    assert mail.kind == "transactional" and mail.extra["asset_delivery"]["asset"] == whitepaper.pk
+    Submission.objects.filter(pk=submission.pk).update(status="received")  # applied again: no second mail
+    processing.process_due()
+    assert Message.objects.filter(contact=submission.contact).count() == 1
 
 
 def test_a_refused_submission_is_kept_failed_and_can_be_retried(client, form):
@@ -321,6 +327,28 @@ def test_a_refused_submission_is_kept_failed_and_can_be_retried(client, form):
     processing.process_due()
     submission.refresh_from_db()
     assert submission.status == "processed" and submission.contact is not None
+
+
+def test_personal_data_export_and_erasure_reach_the_submissions(client, form):
+    from kizuna.privacy.erasure import erase_contact
+    from kizuna.privacy.export import export_contact
+
+    post(client, form, good())
+    processing.process_due()
+    contact = Contact.objects.get()
+    post(client, form, good(message="二度目"), ip="203.0.113.9")  # not applied yet: no contact on it
+    exported = export_contact(contact)["capture"]["submissions"]
+    assert [s["values"]["message"] for s in exported] == ["導入事例を知りたい", "二度目"]
+    erase_contact(contact)
+    kept = list(Submission.objects.order_by("id"))
+    assert len(kept) == 2  # the form's counts keep their rows, anonymous
+    for s in kept:
+        assert (s.contact_id, s.email, s.values, s.mapped, s.ip, s.user_agent, s.anonymous_id) == (
+            None, "", {}, {}, None, "", "")
+        assert s.page_url == "https://www.example.co.jp/whitepaper" and s.consents[0]["version"] == "2026-12"
+        assert "given" not in s.consents[0]
+    assert kept[1].status == "failed"  # never applied: it cannot bring the person back
+    assert processing.process_due() == 0 and not Contact.objects.exists()
 
 
 # --- double opt-in ---------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ pytestmark = pytest.mark.django_db
 def _commit_in_the_request():
     """Writes in the request's own transaction: the test database is not visible to the group
     committer's thread (the grouped path is exercised by the browser test and test_group_commit)."""
+    from kizuna.events.http import cache
+
+    cache.clear()  # tracking settings another test changed (anonymised addresses) are read again
     with override_settings(KIZUNA_INGEST_GROUP_COMMIT=False):
         yield
 
@@ -87,6 +90,21 @@ def test_group_commit_stores_a_group_in_one_transaction_and_refuses_past_the_lim
     assert sorted(Submission.objects.values_list("email", flat=True)) == ["g0@example.jp", "g1@example.jp"]
     assert group[0].submission.pk is not None
     assert (rejected(form, "rate_limited"), rejected(form, "view"), rejected(form, "honeypot")) == (1, 1, 1)
+
+
+def test_addresses_are_shortened_before_anything_is_stored_when_tracking_says_so(client, form):
+    from kizuna.events.http import cache
+    from kizuna.events.models import TrackingSettings
+    from kizuna.messaging.models import TokenBucket
+
+    TrackingSettings.objects.update_or_create(pk=1, defaults={"anonymize_ip": True})
+    cache.clear()
+    try:
+        post(client, form, good(), ip="203.0.113.77")
+    finally:
+        cache.clear()
+    assert Submission.objects.get().ip == "203.0.113.0"
+    assert list(TokenBucket.objects.values_list("name", flat=True)) == ["form-ip:203.0.113.0"]
 
 
 def test_disposable_addresses_are_refused_when_the_form_says_so(client, form):

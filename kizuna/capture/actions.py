@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class ActionRefused(Exception):
+    """An action that cannot be done as things are (no sender for the asset mail…): the whole
+    submission waits, failed with the reason, for a person to fix it and retry; nothing of it is
+    kept meanwhile, so the retry does everything once."""
+
+
 def asset_support():
     """(Asset model, deliver function) when the assets app is installed, else None.
 
@@ -160,8 +166,13 @@ def deliver_asset(action: dict, submission: Submission, contact: Contact, key: s
     asset = model.objects.filter(pk=action["asset"]).first()
     if asset is None:
         return f"skipped: asset {action['asset']} no longer exists"
-    deliver(asset, contact, key=key)
-    return f"asset {asset.pk} queued for delivery"
+    try:
+        message = deliver(asset, contact, key=key)
+    except Exception as exc:
+        if type(exc).__name__ == "DeliveryError":  # the assets app's refusal, said for people
+            raise ActionRefused(f"the asset {asset.pk} cannot be sent: {exc}") from exc
+        raise
+    return f"asset {asset.pk} queued for delivery (message {message.pk})"
 
 
 ACTIONS = {"add_to_list": add_to_list, "add_tag": add_tag, "score": score, "alert_owner": alert_owner,

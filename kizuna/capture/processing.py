@@ -193,6 +193,8 @@ def send_confirmation(submission: Submission, contact: Contact) -> str:
 
 def apply(submission: Submission) -> tuple[str, Contact, list[str]]:
     """Applies a due submission; returns (new status, contact, notes). The caller's transaction."""
+    if not submission.email:
+        raise Refused("the submission has no address (erased on request)")
     double = bool(submission.form.definition.get("double_opt_in"))
     if double and submission.status == S.RECEIVED:
         contact, how = find_or_create(submission, update=False)
@@ -225,7 +227,7 @@ def process(submission_id: int) -> str | None:
         try:
             with transaction.atomic():
                 status, contact, notes = apply(submission)
-        except Refused as exc:
+        except (Refused, actions.ActionRefused) as exc:
             submission.status, submission.error = S.FAILED, str(exc)[:2000]
             submission.attempts += 1
             log.warning("form submission %s refused: %s", submission.pk, exc)

@@ -259,7 +259,7 @@ def confirm(request: HttpRequest, slug: str, token: str) -> HttpResponse:
         if submission is None:
             state, status = "bad_token", 400
         elif request.method == "POST":
-            state = processing.confirm(submission, client_ip(request.META))
+            state = processing.confirm(submission, submitting.stored_ip(client_ip(request.META)))
             if state == "confirmed":
                 submission.refresh_from_db(fields=["status"])
                 state = "recorded" if submission.status == Submission.Status.PROCESSED else "confirmed"

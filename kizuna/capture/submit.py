@@ -85,10 +85,19 @@ def http_url(value: Any) -> str:
     return value if urlsplit(value).scheme in ("http", "https") else ""
 
 
+def stored_ip(ip: str) -> str:
+    """The address as it may be stored: shortened when the tracking settings anonymise addresses
+    (before anything is stored, as for events; the rate limit then counts per shortened address)."""
+    from kizuna.events.enrichment import anonymize_ip
+    from kizuna.events.http import cache
+
+    return anonymize_ip(ip) if ip and cache.anonymize_ip() else ip
+
+
 def visit_from(post: Mapping[str, Any], meta: Mapping[str, Any], ip: str) -> Visit:
     aid = str(post.get("kz_aid", "") or "")
     return Visit(
-        ip=ip, user_agent=str(meta.get("HTTP_USER_AGENT", ""))[:500],
+        ip=stored_ip(ip), user_agent=str(meta.get("HTTP_USER_AGENT", ""))[:500],
         page_url=http_url(post.get("kz_page")) or http_url(meta.get("HTTP_REFERER", "")),
         referrer=http_url(post.get("kz_ref")),
         anonymous_id=aid if ANON_RE.fullmatch(aid) else "",
