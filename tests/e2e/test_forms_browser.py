@@ -1,14 +1,17 @@
 """A form in Chromium against the running product: a visitor reads a tracked page whose JS embed
 shows a field error inline, moves on, then fills the hosted form and sees the thank-you; the
-worker makes the contact, whose timeline shows the page views from before the form and the
-submission. The form pages are looked at in English and in Japanese."""
+worker makes the contact and sends the gated whitepaper, whose link downloads the PDF; the
+contact's timeline shows the page views from before the form, the submission and the download.
+The form pages are looked at in English and in Japanese."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import os
+import re
 import threading
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -25,13 +28,21 @@ DESKTOP_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 
                   "Chrome/131.0.0.0 Safari/537.36")
 
 SETUP = """
-import json
+import io, json, os
+from kizuna.assets import services as assets
 from kizuna.capture import services
 from kizuna.capture.models import Form
 from kizuna.contacts.models import SubscriptionTopic
+from kizuna.messaging.models import Sender
 
 SubscriptionTopic.objects.get_or_create(key="newsletter-{run}", defaults={{"name": "メールマガジン"}})
+Sender.objects.get_or_create(name="Forms e2e", defaults=dict(from_name="キズナ", is_default=True,
+    from_email="news@kizuna.example", organisation="株式会社キズナ", postal_address="東京都千代田区丸の内1-1-1"))
+pdf = b"%PDF-1.7\\n1 0 obj\\n<< /Type /Catalog >>\\nendobj\\n" + os.urandom(5000) + b"\\n%%EOF\\n"
+asset = assets.create(assets.accept(io.BytesIO(pdf), "DXホワイトペーパー.pdf"), name="DX whitepaper {run}",
+                      slug="dx-{run}")
 definition = json.loads('''{definition}''')
+definition["actions"] = [{{"type": "deliver_asset", "asset": asset.pk}}]
 form = services.save_form(None, Form(name="資料請求 {run}", slug="wp-{run}"), definition)
 print(form.pk)
 """
@@ -138,11 +149,16 @@ def test_tracked_visit_then_hosted_form_joins_the_timeline(kizuna_server, browse
 
     def settled():
         rows = kizuna_server.query(
-            "SELECT s.status, s.contact_id, s.error FROM capture_submission s WHERE s.form_id = ?", (form_id,))
+            "SELECT s.status, s.contact_id, s.error, s.id FROM capture_submission s WHERE s.form_id = ?", (form_id,))
         seen["submissions"] = rows
         if not rows or rows[0][0] != "processed":
             return None
         contact_id = rows[0][1]
+        seen["mail"] = kizuna_server.query(  # the whitepaper, sent by the worker through the outbox
+            "SELECT c.raw FROM messaging_capturedmail c JOIN messaging_message m ON m.id = c.message_id "
+            "WHERE m.idempotency_key = ?", (f"asset:form:{rows[0][3]}:0",))
+        if not seen["mail"]:
+            return None
         names = {r[0] for r in kizuna_server.query(
             "SELECT CASE WHEN type = 'page' THEN path ELSE name END FROM events_event WHERE contact_id = ?",
             (contact_id,))}
@@ -154,6 +170,25 @@ def test_tracked_visit_then_hosted_form_joins_the_timeline(kizuna_server, browse
     except AssertionError:
         raise AssertionError(f"not settled: {seen}") from None
 
+    # The gated whitepaper: the mail's link downloads the PDF (the sending is moved a minute back:
+    # a click seconds after sending is a mail gateway's, not the person's).
+    mail = message_from_bytes(bytes(seen["mail"][0][0]), policy=policy.default)
+    link = next(u.replace("&amp;", "&") for u in re.findall(r'href="([^"]+)"', mail.get_body(("html",)).get_content())
+                if "/e/c/" in u)
+    _shell(kizuna_server, "from datetime import timedelta\nfrom django.db.models import F\n"
+                          "from kizuna.messaging.models import Message\n"
+                          "Message.objects.filter(idempotency_key__startswith='asset:form:').update("
+                          "sent_at=F('sent_at') - timedelta(minutes=1))")
+    reader = browser.new_context(locale="ja-JP", user_agent=DESKTOP_CHROME)
+    inbox = reader.new_page()
+    with inbox.expect_download() as info:
+        inbox.evaluate("url => { window.location.href = url; }", link)
+    assert info.value.suggested_filename == "DXホワイトペーパー.pdf"
+    assert Path(info.value.path()).read_bytes().startswith(b"%PDF-1.7")
+    reader.close()
+    _wait(lambda: kizuna_server.query("SELECT count(*) FROM events_event WHERE name = 'Asset Downloaded' "
+                                      "AND contact_id = ?", (contact_id,))[0][0], timeout=60)
+
     admin = browser.new_context(base_url=kizuna_server, locale="en-US", viewport={"width": 1360, "height": 900})
     page = admin.new_page()
     page.set_default_timeout(20_000)
@@ -161,7 +196,8 @@ def test_tracked_visit_then_hosted_form_joins_the_timeline(kizuna_server, browse
     page.goto(f"/contacts/{contact_id}/")
     activity = page.locator("[data-activity]")
     assert "/pricing.html" in activity.inner_text() and "/index.html" in activity.inner_text()
-    assert "Form Submitted" in activity.inner_text()
+    assert "Form Submitted" in activity.inner_text() and "Asset Downloaded" in activity.inner_text()
+    assert page.locator("[data-email-panel] tbody a").count() == 1  # the whitepaper's mail
     assert "メールマガジンの配信に同意します。" in page.locator("[data-ledger]").inner_text()
     assert f"資料請求 {run}" in page.locator("[data-form-submissions]").inner_text()
     _shot(page, "forms-contact-en")
