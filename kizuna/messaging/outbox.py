@@ -114,8 +114,19 @@ class Journal:
 
     def __init__(self, worker_id: str):
         self.path = journal_dir() / f"{worker_id}.journal"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        while True:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another worker's recover() may have locked the new, empty file first, taken it for
+            # a dead worker's and unlinked it: a journal nobody can find would not protect a
+            # crash. Keep the lock only on the file that is still at the path.
+            try:
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.fd = fd
 
     def __call__(self, line: str) -> None:
         os.write(self.fd, line.encode())
