@@ -1,27 +1,28 @@
 import signal
 import threading
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive")
+LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention")
 
 
 class Command(BaseCommand):
     help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
-            " scheduled retraining of predictive scores, and the task queue (imports, training).")
+            " scheduled retraining of predictive scores, event retention, and the task queue (imports, training).")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between task-queue polls")
         parser.add_argument(
             "--only", choices=[*LOOPS, "tasks"],
             help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
-                 " journeys, predictive retraining, or the task queue",
+                 " journeys, predictive retraining, event retention, or the task queue",
         )
 
     def handle(self, *args, interval, only=None, **options):
         from kizuna.db import writelock
-        from kizuna.events import processing
+        from kizuna.events import processing, retention
         from kizuna.handoff import delivery
         from kizuna.journeys import engine as journeys
         from kizuna.messaging import outbox
@@ -32,7 +33,7 @@ class Command(BaseCommand):
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
                    "segments": membership.run, "journeys": journeys.run,
-                   "predictive": predictive_service.run}
+                   "predictive": predictive_service.run, "retention": retention.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -48,8 +49,12 @@ class Command(BaseCommand):
                 thread.start()
                 threads.append(thread)
         try:
-            # db_worker stops cleanly on SIGINT/SIGTERM after the task in hand.
-            call_command("db_worker", interval=interval, verbosity=options.get("verbosity", 1))
+            # Both task workers stop cleanly on SIGINT/SIGTERM after the task in hand.
+            if settings.TASKS["default"]["BACKEND"].startswith("django_tasks_redis."):
+                call_command("run_redis_tasks", continuous=True, interval=interval,
+                             verbosity=options.get("verbosity", 1))
+            else:
+                call_command("db_worker", interval=interval, verbosity=options.get("verbosity", 1))
         finally:
             stop.set()
             for thread in threads:
