@@ -221,6 +221,8 @@ globals().update(config.email_settings(config.env("KIZUNA_EMAIL_URL"), DATA_DIR)
 KIZUNA_EMAIL_URL = config.env("KIZUNA_EMAIL_URL") or "capture://"
 # Where bounces and mailto unsubscribes are addressed (bounce+<token>@…); default: the sender's domain.
 KIZUNA_OUTBOX_BATCH = config.env_int("KIZUNA_OUTBOX_BATCH", 50)
+# Waits before each retry of a temporarily refused message, in seconds (default 1 min … 6 h).
+KIZUNA_OUTBOX_BACKOFF = [int(s) for s in config.env("KIZUNA_OUTBOX_BACKOFF").split(",") if s.strip()] or None
 KIZUNA_BOUNCE_DOMAIN = config.env("KIZUNA_BOUNCE_DOMAIN", "")
 # The DNS server the sender check asks (host[:port]); empty: the system's resolver.
 KIZUNA_DNS_NAMESERVER = config.env("KIZUNA_DNS_NAMESERVER", "")

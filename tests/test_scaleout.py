@@ -14,17 +14,19 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import override_settings
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact, ContactList, ListMembership, SubscriptionTopic
 from kizuna.db import locks
-from kizuna.messaging import bulk, outbox
+from kizuna.messaging import bulk, outbox, transports
 from kizuna.messaging.models import BulkSend, BulkStatus, EmailTemplate, Message, Sender
 from kizuna.messaging.templates_service import save_version
 from kizuna.segments import membership
 from kizuna.segments.models import Segment
+from tests.journeyhelp import contact, make_world, template
+from tests.mailtest import SmtpServer
 
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 13
 
@@ -281,3 +283,65 @@ def test_the_redis_task_queue_runs_a_kizuna_task_once(redis_url):
         assert executor.process_tasks(max_tasks=5) == []  # nothing is left to run twice
     job.refresh_from_db()
     assert job.status == RescoreRun.Status.DONE and job.total == 1
+
+
+# --- the outbox through a database restart -----------------------------------------------------
+
+
+@pytest.fixture
+def smtp(db, settings, tmp_path):
+    settings.DATA_DIR = tmp_path  # the journals
+    with SmtpServer() as server:
+        settings.KIZUNA_EMAIL_URL = server.url
+        yield server
+
+
+def _queue(count: int) -> None:
+    world = make_world()
+    tpl = template(world, "お知らせ")
+    for i in range(count):
+        outbox.enqueue(contact(world, f"o{i}@example.jp"), tpl.current, key=f"test:{i}")
+
+
+def _sender() -> outbox.Sender:
+    worker = outbox.new_worker_id()
+    return outbox.Sender(transports.from_settings(), worker, outbox.Journal(worker))
+
+
+def _lost(*_args, **_kwargs):
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+def test_a_batch_sent_while_the_database_went_away_is_recorded_from_the_journal(smtp, monkeypatch):
+    _queue(5)
+    sender = _sender()
+    monkeypatch.setattr(outbox, "RECORD_ATTEMPTS", 2)
+    monkeypatch.setattr(outbox, "sleep", lambda _s: None)
+    record = outbox.Sender._record
+    monkeypatch.setattr(outbox.Sender, "_record", _lost)
+    with pytest.raises(OperationalError):
+        sender.run_once()  # sent, but the results could not be recorded
+    assert sum(smtp.handler.per_recipient().values()) == 5
+    assert Message.objects.filter(status="sending").count() == 5
+    monkeypatch.setattr(outbox.Sender, "_record", record)
+    assert sender.run_once() == 0  # the next pass settles them from the journal, sends nothing again
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+    assert set(smtp.handler.per_recipient().values()) == {1}
+    sender.close()
+    sender.journal_file.close()
+
+
+def test_rows_claimed_by_a_pass_that_failed_are_sent_by_the_next(smtp, monkeypatch):
+    _queue(3)
+    sender = _sender()
+    load = outbox._load
+    monkeypatch.setattr(outbox, "_load", _lost)
+    with pytest.raises(OperationalError):
+        sender.run_once()  # the claim committed; its answer never came to use
+    assert Message.objects.filter(status="sending").count() == 3
+    monkeypatch.setattr(outbox, "_load", load)
+    assert sender.run_once() == 3  # put back in line, then claimed and sent
+    assert set(Message.objects.values_list("status", flat=True)) == {"sent"}
+    assert smtp.handler.per_recipient() == {f"o{i}@example.jp": 1 for i in range(3)}
+    sender.close()
+    sender.journal_file.close()

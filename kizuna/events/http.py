@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from django.conf import settings
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from kizuna.events import ingest
@@ -31,6 +33,7 @@ from kizuna.events.committer import GroupCommitter
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 TRACKER_FILE = Path(__file__).parent / "static" / "kizuna" / "tracker.js"
 SINGLE_TYPES = {"identify", "track", "page", "screen", "group", "alias"}
+log = logging.getLogger(__name__)
 CORS_HEADERS = [
     ("Access-Control-Allow-Methods", "POST, GET, OPTIONS"),
     ("Access-Control-Allow-Headers", "Content-Type, Authorization, Content-Encoding"),
@@ -83,19 +86,33 @@ class _Cache:
         with self._lock:
             self._keys, self._config, self._loaded = keys, config, time.monotonic()
 
+    def _reload(self) -> None:
+        """Reads the keys again. These paths bypass Django's request cycle, which would close a
+        connection the database dropped (a restart): this does, so the next read reconnects.
+        Meanwhile the keys read last stay in use, so a database blip refuses no valid key."""
+        try:
+            self._load()
+        except DatabaseError:
+            close_old_connections()
+            if not self._keys:
+                raise
+            log.warning("write keys could not be read again; using the ones read before", exc_info=True)
+            with self._lock:
+                self._loaded = time.monotonic()
+
     def key(self, key: str) -> KeyInfo | None:
         now = time.monotonic()
         if now - self._loaded > self.ttl:
-            self._load()
+            self._reload()
         found = self._keys.get(key)
         if found is None and now - self._loaded > self.miss_interval:
-            self._load()
+            self._reload()
             found = self._keys.get(key)
         return found
 
     def config(self) -> dict[str, Any]:
         if time.monotonic() - self._loaded > self.ttl:
-            self._load()
+            self._reload()
         return self._config
 
     def clear(self) -> None:
@@ -219,6 +236,13 @@ class IngestionApp:
             write_rows(result.rows)
         except ingest.IngestError as exc:
             return self.error(start_response, exc, cors)
+        except (DatabaseError, TimeoutError):
+            # Nothing was acknowledged: the sender keeps the events and retries (the SDKs do on 5xx).
+            log.exception("ingestion could not store a request")
+            close_old_connections()
+            return self.error(start_response, ingest.IngestError(
+                503, "unavailable", "The event store is unavailable for a moment; send the events again."),
+                cors + [("Retry-After", "1")])
         if result.rejected:
             total = len(result.rows) + len(result.rejected)
             exc = ingest.IngestError(

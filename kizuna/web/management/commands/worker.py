@@ -1,10 +1,14 @@
+import logging
 import signal
 import threading
+import time
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
 
+log = logging.getLogger("kizuna.worker")
 LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention")
 
 
@@ -49,13 +53,25 @@ class Command(BaseCommand):
                 thread.start()
                 threads.append(thread)
         try:
-            # Both task workers stop cleanly on SIGINT/SIGTERM after the task in hand.
-            if settings.TASKS["default"]["BACKEND"].startswith("django_tasks_redis."):
-                call_command("run_redis_tasks", continuous=True, interval=interval,
-                             verbosity=options.get("verbosity", 1))
-            else:
-                call_command("db_worker", interval=interval, verbosity=options.get("verbosity", 1))
+            self.run_tasks(interval, options.get("verbosity", 1))
         finally:
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
+
+    def run_tasks(self, interval: float, verbosity: int) -> None:
+        """The task queue, in this (the main) thread. Both task workers stop cleanly on SIGINT or
+        SIGTERM after the task in hand. db_worker gives up when the database goes away (a
+        PostgreSQL restart): the queue is started again, as the other loops carry on, rather than
+        ending the whole worker process."""
+        while True:
+            try:
+                if settings.TASKS["default"]["BACKEND"].startswith("django_tasks_redis."):
+                    call_command("run_redis_tasks", continuous=True, interval=interval, verbosity=verbosity)
+                else:
+                    call_command("db_worker", interval=interval, verbosity=verbosity)
+                return
+            except DatabaseError:
+                log.exception("the task queue lost its database; starting it again")
+                close_old_connections()
+                time.sleep(1.0)
