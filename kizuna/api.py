@@ -160,6 +160,45 @@ class KizunaAPI(NinjaAPI):
     def root_path(self) -> str:
         return self.get_root_path({})
 
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict | None = None):
+        return document_errors(super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params))
+
+
+# The errors the API itself answers, whatever the operation does: documented on every operation
+# they can come from (an undocumented status is a broken contract for generated clients).
+FRAMEWORK_ERRORS = {
+    "400": "The body is not valid JSON, or a value is refused; the details name the field.",
+    "401": "Missing, invalid or revoked credentials.",
+    "403": "The key's scopes or the user's role do not allow this, or the CSRF check failed.",
+    "404": "There is no such object.",
+    "415": "The body is not in the media type the operation takes.",
+    "422": "A parameter or a field of the body is not valid; the details name it.",
+}
+
+
+def document_errors(schema: dict) -> dict:
+    """Adds to each operation the framework's errors it can answer: 401 and 403 when it needs
+    credentials, 404 when its path names an object, 422 when it reads parameters or a body, 400
+    and 415 when it reads a body. Responses an operation documents itself are kept."""
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            parameters = operation.get("parameters") or []
+            codes = set()
+            if operation.get("security"):
+                codes |= {"401", "403"}
+            if any(p.get("in") == "path" for p in parameters):
+                codes.add("404")
+            if parameters or operation.get("requestBody"):
+                codes.add("422")
+            if operation.get("requestBody"):
+                codes |= {"400", "415"}
+            responses = operation.setdefault("responses", {})
+            for code in sorted(codes):
+                responses.setdefault(code, {"description": FRAMEWORK_ERRORS[code],
+                                            "content": {"application/json": {"schema": error}}})
+    return schema
+
 
 api = KizunaAPI(
     title="Kizuna API",

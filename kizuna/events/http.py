@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from kizuna.events import ingest
+from kizuna.events import ingest, openapi
 from kizuna.events.committer import GroupCommitter
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
@@ -170,6 +170,8 @@ def _basic_user(environ: dict) -> str:
 class IngestionApp:
     """WSGI app: handles the tracking paths, hands every other request to Django."""
 
+    _openapi: bytes | None = None
+
     def __init__(self, django_app) -> None:
         self.django_app = django_app
 
@@ -204,6 +206,11 @@ class IngestionApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if endpoint == "_noop":  # the benchmarks' baseline: the same server doing nothing
             return self.respond(start_response, 204)
+        if endpoint == "openapi.json" and method == "GET":
+            if IngestionApp._openapi is None:
+                IngestionApp._openapi = orjson.dumps(openapi.schema())
+            return self.respond(start_response, 200, IngestionApp._openapi,
+                                headers=[("Access-Control-Allow-Origin", "*")])
         if method == "OPTIONS":
             return self.respond(start_response, 204, headers=cors + CORS_HEADERS)
         kind = endpoint if endpoint in SINGLE_TYPES else None
