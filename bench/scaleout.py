@@ -56,6 +56,7 @@ from ingest import (  # noqa: E402 - the bench directory is not a package
 
 SECTION = "## Scale-out: 1, 2 and 4 worker processes (bench/scaleout.py)"
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/kizuna_bench_scaleout"
+JOURNEY_BATCH = 200  # the engine's default claim (KIZUNA_JOURNEY_BATCH)
 LOG_TABLES = "events_event, events_pageview, events_session, events_visitor, scoring_scoreentry"
 
 
@@ -333,6 +334,19 @@ def render(out: dict) -> str:
         lines.append(f"| {n} | {cell(ack, 'events/s')} | {cell(during, 'events/s')} | {cell(alone, 'events/s')}"
                      f" (×{median(alone) / base['alone']:.2f}) | {cell(steps, 'steps/s')}"
                      f" (×{median(steps) / base['steps']:.2f}) |")
+    first, last = out["workers"][0], out["workers"][-1]
+    ack_first = median([a["acknowledged"] for a in out["per_n"][first]["ack"]])
+    ack_last = median([a["acknowledged"] for a in out["per_n"][last]["ack"]])
+    scaling = ", ".join(
+        f"×{median([p['rate'] for p in out['per_n'][n]['processing']]) / base['alone']:.2f} with {n}"
+        for n in out["workers"][1:])
+    lines += ["", f"Reading: processing alone goes {scaling} worker processes on {m['cores']} cores: it scales "
+              "while there are cores to take, then stops (PostgreSQL, the server and wrk share them). Ingestion "
+              f"acknowledged while processing falls from {ack_first:,.0f} to {ack_last:,.0f} events/s as the "
+              "workers take the CPU the web server had. Journey steps are CPU-bound contact updates; a batch "
+              f"claims {JOURNEY_BATCH} runs, so {out['contacts']:,} runs keep at most "
+              f"{-(-out['contacts'] // JOURNEY_BATCH)} workers busy. The capacity model built on these figures is in "
+              "docs/deployment.md."]
     failed = sum(p["failed"] for n in out["workers"] for p in out["per_n"][n]["processing"]) + sum(
         j["failed"] for n in out["workers"] for j in out["per_n"][n]["journeys"])
     non2xx = sum(a["non2xx"] for n in out["workers"] for a in out["per_n"][n]["ack"])

@@ -61,13 +61,13 @@ BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), ti
            timedelta(hours=6)]
 MAX_ATTEMPTS = len(BACKOFF) + 1
 RECORD_ATTEMPTS = 12  # about 40 s of waiting for the database before giving the batch to settle()
+ACTIVE_BULK = (BulkStatus.SENDING, BulkStatus.TESTING)
 
 
 def backoff() -> list[timedelta]:
     """Waits before the retries of a temporary failure (KIZUNA_OUTBOX_BACKOFF, seconds)."""
     seconds = getattr(settings, "KIZUNA_OUTBOX_BACKOFF", None)
     return [timedelta(seconds=s) for s in seconds] if seconds else BACKOFF
-ACTIVE_BULK = (BulkStatus.SENDING, BulkStatus.TESTING)
 
 
 def batch_size() -> int:
