@@ -28,6 +28,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from kizuna.api import NUL_MESSAGE
 from kizuna.events import openapi
 from kizuna.events.models import WriteKey
 
@@ -137,3 +138,26 @@ def test_dates_at_the_ends_of_the_calendar_are_refused_with_their_field(basic, t
     assert status == 400, body
     error = json.loads(body)["error"]
     assert error["code"] == "invalid_event" and {d["path"] for d in error["details"]} <= {"timestamp", "sentAt"}
+
+
+def test_a_nul_character_in_a_body_or_a_query_is_refused_with_its_place(client, bearer):
+    """PostgreSQL cannot store NUL in text: it reached the database as a 500 (POST /api/v1/segments)."""
+    response = client.post("/api/v1/segments", {"name": "展示会\u0000", "filter": {"all": []}},
+                           content_type="application/json", headers=bearer)
+    assert response.status_code == 422, response.content
+    assert response.json()["error"]["details"] == [{"path": "name", "message": NUL_MESSAGE}]
+    response = client.post("/api/v1/contacts", {"email": "a@example.jp", "custom": {"memo\u0000": "x"}},
+                           content_type="application/json", headers=bearer)
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["path"] == "custom.memo\u0000"
+    response = client.get("/api/v1/contacts", {"q": "田中\u0000"}, headers=bearer)
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["path"] == "q"
+
+
+def test_a_value_the_database_refuses_is_the_requests_fault_not_a_server_error(client, bearer):
+    from kizuna.contacts.models import Contact
+
+    contact = Contact.objects.create(email="n@example.jp")
+    response = client.put(f"/api/v1/contacts/{contact.pk}/consents/news%00", {"status": "opted_in"},
+                          content_type="application/json", headers=bearer)
+    assert response.status_code in (404, 422), response.content  # 422 on PostgreSQL, not found on SQLite
+    assert response.json()["error"]["code"] in ("not_found", "invalid")

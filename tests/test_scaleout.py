@@ -317,6 +317,7 @@ def test_a_batch_sent_while_the_database_went_away_is_recorded_from_the_journal(
     sender = _sender()
     monkeypatch.setattr(outbox, "RECORD_ATTEMPTS", 2)
     monkeypatch.setattr(outbox, "sleep", lambda _s: None)
+    monkeypatch.setattr(outbox, "close_old_connections", lambda: None)  # it would close the test's transaction
     record = outbox.Sender._record
     monkeypatch.setattr(outbox.Sender, "_record", _lost)
     with pytest.raises(OperationalError):
