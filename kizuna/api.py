@@ -18,7 +18,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.core.signals import got_request_exception
-from django.db import connections, transaction
+from django.db import DataError, connections, transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import re_path
 from django.utils import timezone
@@ -75,12 +75,51 @@ class MalformedBody(ValueError):
         super().__init__(reason)
 
 
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+
+
+def nul_path(value: Any, path: tuple = ()) -> tuple | None:
+    """Where a NUL character hides in a JSON value (keys included), or None. PostgreSQL refuses
+    NUL in text, so without this check such a value would reach the database as a server error."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = (*path, key) if "\x00" in key else nul_path(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_path(item, (*path, index))
+            if found is not None:
+                return found
+    return None
+
+
+class NulCharacter(ValueError):
+    """A string of the request holds a NUL character; `loc` says where (as pydantic's errors do)."""
+
+    def __init__(self, loc: tuple):
+        self.loc = loc
+        super().__init__(NUL_MESSAGE)
+
+
 class JsonParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
         try:
-            return json.loads(request.body)
+            data = json.loads(request.body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
             raise MalformedBody(request.content_type or "", str(exc)) from exc
+        found = nul_path(data)
+        if found is not None:
+            raise NulCharacter(("body", _BODY_PARAM, *found))
+        return data
+
+    def parse_querydict(self, data, list_fields, request: HttpRequest) -> Any:
+        for key, values in data.lists():
+            if "\x00" in key or any("\x00" in v for v in values if isinstance(v, str)):
+                raise ValidationError([{"loc": ("query", key), "msg": NUL_MESSAGE, "type": "nul"}])
+        return super().parse_querydict(data, list_fields, request)
 
 
 def _admit(request, user, capabilities: tuple[str, ...]):
@@ -159,6 +198,45 @@ class KizunaAPI(NinjaAPI):
     @property
     def root_path(self) -> str:
         return self.get_root_path({})
+
+    def get_openapi_schema(self, *, path_prefix: str | None = None, path_params: dict | None = None):
+        return document_errors(super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params))
+
+
+# The errors the API itself answers, whatever the operation does: documented on every operation
+# they can come from (an undocumented status is a broken contract for generated clients).
+FRAMEWORK_ERRORS = {
+    "400": "The body is not valid JSON, or a value is refused; the details name the field.",
+    "401": "Missing, invalid or revoked credentials.",
+    "403": "The key's scopes or the user's role do not allow this, or the CSRF check failed.",
+    "404": "There is no such object.",
+    "415": "The body is not in the media type the operation takes.",
+    "422": "A parameter or a field of the body is not valid; the details name it.",
+}
+
+
+def document_errors(schema: dict) -> dict:
+    """Adds to each operation the framework's errors it can answer: 401 and 403 when it needs
+    credentials, 404 when its path names an object, 422 when it reads parameters or a body, 400
+    and 415 when it reads a body. Responses an operation documents itself are kept."""
+    error = {"$ref": "#/components/schemas/ErrorOut"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            parameters = operation.get("parameters") or []
+            codes = set()
+            if operation.get("security"):
+                codes |= {"401", "403"}
+            if any(p.get("in") == "path" for p in parameters):
+                codes.add("404")
+            if parameters or operation.get("requestBody"):
+                codes.add("422")
+            if operation.get("requestBody"):
+                codes |= {"400", "415"}
+            responses = operation.setdefault("responses", {})
+            for code in sorted(codes):
+                responses.setdefault(code, {"description": FRAMEWORK_ERRORS[code],
+                                            "content": {"application/json": {"schema": error}}})
+    return schema
 
 
 api = KizunaAPI(
@@ -286,6 +364,9 @@ def _not_found(request, exc):
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     cause = exc.__cause__
+    if isinstance(cause, NulCharacter):
+        return error_response(request, 422, "invalid", "the request is not valid",
+                              [{"path": _error_path(cause.loc), "message": NUL_MESSAGE}])
     if isinstance(cause, MalformedBody):
         if cause.content_type and "json" not in cause.content_type:
             return error_response(
@@ -298,6 +379,15 @@ def _http_error(request, exc: HttpError):
     code = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
             405: "method_not_allowed", 409: "conflict", 413: "too_large", 429: "rate_limited"}
     return error_response(request, exc.status_code, code.get(exc.status_code, "error"), str(exc))
+
+
+@api.exception_handler(DataError)
+def _data_error(request, exc: DataError):
+    """A value the database cannot store or compare (a NUL character in a path, a number out of
+    range): the request's fault, not the server's."""
+    logger.info("API %s %s: value refused by the database: %s", request.method, request.path, exc)
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return error_response(request, 422, "invalid", f"a value of the request cannot be stored or compared: {reason}")
 
 
 @api.exception_handler(Exception)

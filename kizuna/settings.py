@@ -110,10 +110,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (login rate limits, import progress) ---------------------------------------------
+# With several hosts the cache must be shared (a login lockout counted on one web server holds on
+# all of them): set KIZUNA_REDIS_URL. Without it, the file cache is shared by the processes of one host.
 REDIS_URL = config.env("KIZUNA_REDIS_URL")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                    "KEY_PREFIX": config.env("KIZUNA_REDIS_PREFIX", "kizuna")}
     }
 else:
     CACHES = {
@@ -124,12 +127,23 @@ else:
     }
 
 # --- Background work ------------------------------------------------------------------------
-TASKS = {
-    "default": {
-        "BACKEND": config.env("KIZUNA_TASKS_BACKEND", "django_tasks_db.DatabaseBackend"),
-        "QUEUES": ["default"],
+# The database queue by default; `redis` (django-tasks-redis) moves the queue to KIZUNA_REDIS_URL.
+# Either way a task runs at least once, and every Kizuna task claims its job row before working.
+TASKS_BACKEND = config.env("KIZUNA_TASKS_BACKEND", "django_tasks_db.DatabaseBackend")
+if TASKS_BACKEND == "redis":
+    TASKS_BACKEND = "django_tasks_redis.RedisTaskBackend"
+TASKS = {"default": {"BACKEND": TASKS_BACKEND, "QUEUES": ["default"]}}
+if TASKS_BACKEND.startswith("django_tasks_redis."):
+    if not REDIS_URL:
+        raise SystemExit("KIZUNA_TASKS_BACKEND=redis needs KIZUNA_REDIS_URL (redis://host:6379/0)")
+    INSTALLED_APPS.append("django_tasks_redis")
+    TASKS["default"]["OPTIONS"] = {
+        "REDIS_URL": REDIS_URL,
+        "REDIS_KEY_PREFIX": config.env("KIZUNA_REDIS_PREFIX", "kizuna") + ":tasks",
+        # A task still running after this long is taken for a dead worker's and run again:
+        # longer than the longest import or training.
+        "REDIS_CLAIM_TIMEOUT": config.env_int("KIZUNA_TASK_CLAIM_TIMEOUT", 3600),
     }
-}
 
 # --- Events -------------------------------------------------------------------------------
 # Stages after identity and enrichment, in order (see kizuna/events/registry.py).
@@ -142,6 +156,7 @@ KIZUNA_EVENT_HANDLERS: list[str] = [
 KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)
 KIZUNA_JOURNEY_BATCH = config.env_int("KIZUNA_JOURNEY_BATCH", 200)
 KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
+KIZUNA_EVENT_RETENTION_DAYS = config.env_int("KIZUNA_EVENT_RETENTION_DAYS", 0)  # 0: kept for ever
 KIZUNA_INGEST_GROUP_COMMIT = config.env_bool("KIZUNA_INGEST_GROUP_COMMIT", True)
 KIZUNA_PROXY_COUNT = config.env_int("KIZUNA_PROXY_COUNT", 0)
 # Form submissions allowed per IP address (per /64 for IPv6) and minute, in bursts of as many.
@@ -219,6 +234,8 @@ globals().update(config.email_settings(config.env("KIZUNA_EMAIL_URL"), DATA_DIR)
 KIZUNA_EMAIL_URL = config.env("KIZUNA_EMAIL_URL") or "capture://"
 # Where bounces and mailto unsubscribes are addressed (bounce+<token>@…); default: the sender's domain.
 KIZUNA_OUTBOX_BATCH = config.env_int("KIZUNA_OUTBOX_BATCH", 50)
+# Waits before each retry of a temporarily refused message, in seconds (default 1 min … 6 h).
+KIZUNA_OUTBOX_BACKOFF = [int(s) for s in config.env("KIZUNA_OUTBOX_BACKOFF").split(",") if s.strip()] or None
 KIZUNA_BOUNCE_DOMAIN = config.env("KIZUNA_BOUNCE_DOMAIN", "")
 # The DNS server the sender check asks (host[:port]); empty: the system's resolver.
 KIZUNA_DNS_NAMESERVER = config.env("KIZUNA_DNS_NAMESERVER", "")

@@ -34,6 +34,8 @@ PUBLIC = {
     "messaging:unsubscribe": "unsubscribe page (signed token)",
     "landing:public": "published landing pages",
     "privacy:tracking": "the public page about the tracker",
+    "assets:download": "a personal download link (signed, expiring token)",
+    "assets:public_download": "a public asset's link (its random key; answers only while the asset is public)",
     "capture:hosted": "hosted form pages", "capture:embed": "the JS embed's form, for the sites allowed (CORS)",
     "capture:submit": "form posts from any site (signed form token, allowed sites)",
     "capture:thanks": "a form's thank-you page", "capture:confirm": "double opt-in confirmation (signed link)",
@@ -46,6 +48,9 @@ CSRF_EXEMPT = {
     "messaging:anymail:": "ESP webhooks, authenticated by KIZUNA_WEBHOOK_SECRET",
     "api:": "the API: bearer keys, or the session with ninja's own CSRF check (tested below)",
     "contacts:import_new": "wraps a csrf_protect view, so the upload size limit runs first (tested below)",
+    "assets:create": "wraps a csrf_protect view, so uploads stream to disk under the size limit first"
+                     " (tested in test_assets_security)",
+    "assets:edit": "the same, for replacing an asset's file (tested in test_assets_security)",
     "capture:submit": "posted from other sites: a signed form token and the allowed-sites check instead",
     "capture:confirm": "double opt-in confirmation; the signed link is the credential",
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -23,15 +24,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from django.conf import settings
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from kizuna.events import ingest
+from kizuna.events import ingest, openapi
 from kizuna.events.committer import GroupCommitter
 from kizuna.web.metrics import count_received
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 TRACKER_FILE = Path(__file__).parent / "static" / "kizuna" / "tracker.js"
 SINGLE_TYPES = {"identify", "track", "page", "screen", "group", "alias"}
+log = logging.getLogger(__name__)
 CORS_HEADERS = [
     ("Access-Control-Allow-Methods", "POST, GET, OPTIONS"),
     ("Access-Control-Allow-Headers", "Content-Type, Authorization, Content-Encoding"),
@@ -86,19 +89,33 @@ class _Cache:
         with self._lock:
             self._keys, self._config, self._loaded = keys, config, time.monotonic()
 
+    def _reload(self) -> None:
+        """Reads the keys again. These paths bypass Django's request cycle, which would close a
+        connection the database dropped (a restart): this does, so the next read reconnects.
+        Meanwhile the keys read last stay in use, so a database blip refuses no valid key."""
+        try:
+            self._load()
+        except DatabaseError:
+            close_old_connections()
+            if not self._keys:
+                raise
+            log.warning("write keys could not be read again; using the ones read before", exc_info=True)
+            with self._lock:
+                self._loaded = time.monotonic()
+
     def key(self, key: str) -> KeyInfo | None:
         now = time.monotonic()
         if now - self._loaded > self.ttl:
-            self._load()
+            self._reload()
         found = self._keys.get(key)
         if found is None and now - self._loaded > self.miss_interval:
-            self._load()
+            self._reload()
             found = self._keys.get(key)
         return found
 
     def config(self) -> dict[str, Any]:
         if time.monotonic() - self._loaded > self.ttl:
-            self._load()
+            self._reload()
         return self._config
 
     def anonymize_ip(self) -> bool:
@@ -162,6 +179,8 @@ def _basic_user(environ: dict) -> str:
 class IngestionApp:
     """WSGI app: handles the tracking paths, hands every other request to Django."""
 
+    _openapi: bytes | None = None
+
     def __init__(self, django_app) -> None:
         self.django_app = django_app
 
@@ -196,6 +215,11 @@ class IngestionApp:
         method = environ.get("REQUEST_METHOD", "GET")
         if endpoint == "_noop":  # the benchmarks' baseline: the same server doing nothing
             return self.respond(start_response, 204)
+        if endpoint == "openapi.json" and method == "GET":
+            if IngestionApp._openapi is None:
+                IngestionApp._openapi = orjson.dumps(openapi.schema())
+            return self.respond(start_response, 200, IngestionApp._openapi,
+                                headers=[("Access-Control-Allow-Origin", "*")])
         if method == "OPTIONS":
             return self.respond(start_response, 204, headers=cors + CORS_HEADERS)
         kind = endpoint if endpoint in SINGLE_TYPES else None
@@ -230,6 +254,13 @@ class IngestionApp:
             count_received(found.name, len(result.rows))
         except ingest.IngestError as exc:
             return self.error(start_response, exc, cors)
+        except (DatabaseError, TimeoutError):
+            # Nothing was acknowledged: the sender keeps the events and retries (the SDKs do on 5xx).
+            log.exception("ingestion could not store a request")
+            close_old_connections()
+            return self.error(start_response, ingest.IngestError(
+                503, "unavailable", "The event store is unavailable for a moment; send the events again."),
+                cors + [("Retry-After", "1")])
         if result.rejected:
             total = len(result.rows) + len(result.rejected)
             exc = ingest.IngestError(

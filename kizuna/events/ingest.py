@@ -127,7 +127,11 @@ def parse_time(value: Any, path: str, errors: list[tuple[str, str]]) -> datetime
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+09:00 is in year 0 in UTC
+        errors.append((path, f"{value!r} is outside the years 1 to 9999 in UTC"))
+        return None
 
 
 def _id(msg: dict, key: str, errors: list[tuple[str, str]], path: str, limit: int = MAX_ID_LENGTH) -> str:
@@ -216,7 +220,11 @@ def normalize(
         occurred = timestamp
         if message_sent is not None:
             # The client's clock may be wrong; its offset is sentAt - received.
-            occurred = timestamp + (received - message_sent)
+            try:
+                occurred = timestamp + (received - message_sent)
+            except OverflowError:
+                errors.append((f"{path}sentAt", "is so far from now that the corrected timestamp is not a date"))
+                raise EventInvalid(errors) from None
         if occurred > received + FUTURE_TOLERANCE:
             errors.append((f"{path}timestamp", f"{timestamp.isoformat()} is in the future"))
         elif occurred < received - max_event_age():

@@ -29,6 +29,7 @@ from django.utils import timezone, translation
 from django.utils.html import escape
 from django.utils.translation import gettext as _
 
+from kizuna.db.locks import exclusive
 from kizuna.db.writelock import sqlite_writer
 from kizuna.events.models import Event
 from kizuna.handoff import ssrf
@@ -315,9 +316,10 @@ def run(stop: threading.Event, idle_seconds: float = 1.0) -> None:
         try:
             done = deliver_due()
             if time.monotonic() - last_cooling > 60:
-                for model in ScoringModel.objects.filter(active=True):
-                    with sqlite_writer(), transaction.atomic():
-                        engine.cool_down(model)
+                with exclusive("hot-cooling") as mine:  # one worker's pass is enough
+                    for model in ScoringModel.objects.filter(active=True) if mine else []:
+                        with sqlite_writer(), transaction.atomic():
+                            engine.cool_down(model)
                 last_cooling = time.monotonic()
         except Exception:  # noqa: BLE001 - the loop must survive a lost connection
             log.exception("hand-off loop failed")

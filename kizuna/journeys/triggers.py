@@ -17,11 +17,12 @@ import datetime as dt
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
+from kizuna.db.locks import exclusive
 from kizuna.db.writelock import sqlite_writer
 from kizuna.journeys import engine, timing
 from kizuna.journeys.models import Journey, TriggerCursor
@@ -93,7 +94,11 @@ def poll_segment_changes(now: datetime | None = None, limit: int = CHANGE_BATCH)
         if not changes_settled():  # a full recompute is writing: read after it commits
             return 0
         cursor, _created = TriggerCursor.objects.get_or_create(name="segment_changes")
-        cursor = TriggerCursor.objects.select_for_update().get(pk=cursor.pk)
+        # One reader at a time; another worker reading now makes this one skip, not wait.
+        cursor = TriggerCursor.objects.select_for_update(
+            skip_locked=connection.features.has_select_for_update_skip_locked).filter(pk=cursor.pk).first()
+        if cursor is None:
+            return 0
         gaps: dict[str, str] = dict(cursor.gaps or {})
         wanted = Q(id__gt=cursor.position)
         if gaps:
@@ -199,7 +204,14 @@ def _schedule_trigger(journey: Journey, now: datetime, tz) -> int:
 
 
 def run_time_triggers(now: datetime | None = None) -> int:
-    """Date-field and schedule triggers; returns how many contacts were enrolled."""
+    """Date-field and schedule triggers; returns how many contacts were enrolled. Every worker
+    offers to run them; one at a time does (the keys would make a second pass enroll nobody,
+    after reading every candidate again)."""
+    with exclusive("journey-time-triggers") as mine:
+        return _run_time_triggers(now) if mine else 0
+
+
+def _run_time_triggers(now: datetime | None) -> int:
     now = now or timezone.now()
     tz = _project_zone()
     made = 0

@@ -20,6 +20,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
+from kizuna.db.locks import exclusive
 from kizuna.db.writelock import sqlite_writer
 from kizuna.messaging.models import BulkSend, BulkStatus, Message, MessageKind, MessageStatus
 
@@ -161,9 +162,13 @@ def decide(bulk: BulkSend) -> str:
     winner = "B" if rate("B") > rate("A") else "A"
     version_id = bulk.variant_b_id if winner == "B" else bulk.version_id
     with sqlite_writer(), transaction.atomic():
+        # Only a send still testing is decided: one paused or cancelled meanwhile stays so, and
+        # a second decision (another process) finds nothing to release and changes no winner.
+        if not BulkSend.objects.filter(pk=bulk.pk, status=BulkStatus.TESTING).update(
+                ab_winner=winner, status=BulkStatus.SENDING):
+            return BulkSend.objects.filter(pk=bulk.pk).values_list("ab_winner", flat=True).first() or ""
         Message.objects.filter(bulk=bulk, status=MessageStatus.HELD).update(
             status=MessageStatus.QUEUED, version_id=version_id, variant=winner, due_at=timezone.now())
-        BulkSend.objects.filter(pk=bulk.pk).update(ab_winner=winner, status=BulkStatus.SENDING)
     return winner
 
 
@@ -175,11 +180,21 @@ def progress(bulk: BulkSend) -> dict[str, int]:
 
 
 def tick() -> None:
-    """Run by the worker every few seconds: starts due sends, decides A/B tests, closes finished."""
+    """Run by every worker every few seconds: starts due sends, decides A/B tests, closes
+    finished ones. One worker at a time does it (the others skip the pass)."""
+    with exclusive("bulk-tick") as mine:
+        if mine:
+            _tick()
+
+
+def _tick() -> None:
     now = timezone.now()
     stalled = BulkSend.objects.filter(status=BulkStatus.PREPARING, started_at__lt=now - timedelta(minutes=2))
     for bulk in stalled:  # a worker died while preparing: rows are keyed, so preparing again is safe
-        prepare(bulk)
+        # Taking over moves the heartbeat first, so only one worker takes over a stalled send.
+        if BulkSend.objects.filter(pk=bulk.pk, status=BulkStatus.PREPARING, started_at=bulk.started_at).update(
+                started_at=now):
+            prepare(bulk)
     for bulk in BulkSend.objects.filter(status=BulkStatus.SCHEDULED, scheduled_at__lte=now):
         try:
             prepare(bulk)

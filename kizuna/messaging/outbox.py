@@ -30,10 +30,11 @@ import zoneinfo
 from collections.abc import Iterable, Sequence
 from datetime import datetime, time, timedelta
 from pathlib import Path
+from time import sleep
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -60,7 +61,14 @@ LEASE = timedelta(minutes=10)
 BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
            timedelta(hours=6)]
 MAX_ATTEMPTS = len(BACKOFF) + 1
+RECORD_ATTEMPTS = 12  # about 40 s of waiting for the database before giving the batch to settle()
 ACTIVE_BULK = (BulkStatus.SENDING, BulkStatus.TESTING)
+
+
+def backoff() -> list[timedelta]:
+    """Waits before the retries of a temporary failure (KIZUNA_OUTBOX_BACKOFF, seconds)."""
+    seconds = getattr(settings, "KIZUNA_OUTBOX_BACKOFF", None)
+    return [timedelta(seconds=s) for s in seconds] if seconds else BACKOFF
 
 
 def batch_size() -> int:
@@ -115,8 +123,19 @@ class Journal:
 
     def __init__(self, worker_id: str):
         self.path = journal_dir() / f"{worker_id}.journal"
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        while True:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another worker's recover() may have locked the new, empty file first, taken it for
+            # a dead worker's and unlinked it: a journal nobody can find would not protect a
+            # crash. Keep the lock only on the file that is still at the path.
+            try:
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.fd = fd
 
     def __call__(self, line: str) -> None:
         os.write(self.fd, line.encode())
@@ -157,19 +176,10 @@ def recover() -> dict[str, int]:
             except BlockingIOError:
                 continue  # its worker is alive
             worker = path.name.removesuffix(".journal")
-            marks = _read_journal(path)
-            with sqlite_writer(), transaction.atomic():
-                rows = list(Message.objects.filter(status=MessageStatus.SENDING, claimed_by=worker)
-                            .values_list("id", flat=True))
-                sent = [i for i in rows if marks.get(i) in ("F", "S")]
-                again = [i for i in rows if marks.get(i) not in ("F", "S")]
-                if sent:
-                    counts["sent"] += Message.objects.filter(id__in=sent).update(
-                        status=MessageStatus.SENT, sent_at=now, claimed_by="", claimed_until=None,
-                        error="recovered from the journal of a stopped worker")
-                if again:
-                    counts["requeued"] += Message.objects.filter(id__in=again).update(
-                        status=MessageStatus.QUEUED, claimed_by="", claimed_until=None)
+            sent, again = settle_from_journal(worker, _read_journal(path), now,
+                                              "recovered from the journal of a stopped worker")
+            counts["sent"] += sent
+            counts["requeued"] += again
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)
@@ -181,6 +191,21 @@ def recover() -> dict[str, int]:
     if any(counts.values()):
         log.warning("outbox recovery: %s", counts)
     return counts
+
+
+def settle_from_journal(worker: str, marks: dict[int, str], now: datetime, note: str) -> tuple[int, int]:
+    """The rows a worker left `sending`, by what its journal says: the server has the whole
+    message (F or S) → sent; refused or never complete → queued again. Returns (sent, requeued)."""
+    with sqlite_writer(), transaction.atomic():
+        rows = list(Message.objects.filter(status=MessageStatus.SENDING, claimed_by=worker)
+                    .values_list("id", flat=True))
+        sent = [i for i in rows if marks.get(i) in ("F", "S")]
+        again = [i for i in rows if marks.get(i) not in ("F", "S")]
+        done = Message.objects.filter(id__in=sent).update(
+            status=MessageStatus.SENT, sent_at=now, claimed_by="", claimed_until=None, error=note) if sent else 0
+        requeued = Message.objects.filter(id__in=again).update(
+            status=MessageStatus.QUEUED, claimed_by="", claimed_until=None) if again else 0
+    return done, requeued
 
 
 def _settle_unjournaled(message: Message, now: datetime) -> int:
@@ -416,16 +441,43 @@ class Sender:
         self.journal_file = journal
         self.journal = journal or (lambda _line: None)
         self.connection = transport.connection()
+        # True from a claim until its batch is recorded: a pass that fails in between (the
+        # database went away) leaves rows `sending` under this worker's name, which the next
+        # pass settles before claiming more.
+        self.unsettled = False
 
     def close(self) -> None:
         self.connection.close()
 
     def run_once(self, limit: int | None = None) -> int:
+        if self.unsettled:
+            self.settle()
+        self.unsettled = True  # a claim whose answer is lost still claimed its rows
         ids = claim(self.worker, limit or batch_size())
-        if not ids:
-            return 0
-        self.send_claimed(_load(ids))
+        if ids:
+            self.send_claimed(_load(ids))
+        self.unsettled = False
         return len(ids)
+
+    def settle(self) -> None:
+        """After a failed pass, settles this worker's own `sending` rows as recovery settles a
+        dead worker's: by the journal (F/S sent, else queued again). Without a journal, the
+        capture transport rolled its mail back with the pass; an ESP's API may have taken it,
+        so such rows become `unknown`, never sent blindly a second time."""
+        now = timezone.now()
+        if self.journal_file is not None:
+            counts = settle_from_journal(self.worker, _read_journal(self.journal_file.path), now,
+                                         "recorded from the journal after a failed pass")
+            self.journal_file.reset()
+        elif getattr(self.transport, "in_transaction", False):
+            counts = settle_from_journal(self.worker, {}, now, "")
+        else:
+            counts = (Message.objects.filter(status=MessageStatus.SENDING, claimed_by=self.worker).update(
+                status=MessageStatus.UNKNOWN, claimed_by="",
+                error="a pass failed after handing this message to the transport; delivery unknown"), 0)
+        if any(counts):
+            log.warning("outbox: settled after a failed pass (sent or unknown %s, requeued %s)", *counts)
+        self.unsettled = False
 
     def send_claimed(self, messages: list[Message]) -> None:
         now = timezone.now()
@@ -458,8 +510,19 @@ class Sender:
             return
         for m in sendable:
             results[m.pk] = self._send_one(m)
-        with sqlite_writer(), transaction.atomic():
-            self._record(messages, results, skipped, deferred, throttled, now)
+        # The mail has left: record it even through a database restart. Should the database stay
+        # away longer, the journal keeps what happened and settle() or recover() records it.
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                with sqlite_writer(), transaction.atomic():
+                    self._record(messages, results, skipped, deferred, throttled, now)
+                break
+            except DatabaseError:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    raise
+                log.warning("outbox: could not record a sent batch; trying again", exc_info=True)
+                close_old_connections()
+                sleep(min(0.5 * 2 ** attempt, 5.0))
         if self.journal_file is not None:
             self.journal_file.reset()
 
@@ -491,9 +554,9 @@ class Sender:
             elif outcome[0] == "sent":
                 sent.append(m)
                 m.provider_id = outcome[1]
-            elif outcome[0] == "retry" and m.attempts < MAX_ATTEMPTS:
+            elif outcome[0] == "retry" and m.attempts <= len(waits := backoff()):
                 base.update(status=MessageStatus.QUEUED, error=outcome[1], claimed_by="", claimed_until=None,
-                            due_at=now + BACKOFF[min(m.attempts, len(BACKOFF)) - 1])
+                            due_at=now + waits[min(m.attempts, len(waits)) - 1])
             else:
                 if base.update(status=MessageStatus.FAILED, error=outcome[1], claimed_by="", claimed_until=None):
                     metrics.MESSAGES_FAILED.inc()

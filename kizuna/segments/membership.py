@@ -26,6 +26,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
+from kizuna.db.locks import exclusive
 from kizuna.db.writelock import sqlite_writer
 from kizuna.segments import filters
 from kizuna.segments.models import Membership, Segment, SegmentChange, SegmentCount
@@ -128,8 +129,9 @@ def recompute(segment: Segment, now: datetime | None = None) -> tuple[int, int]:
         _announce_change_writer()
         entered, exited, total, changed = _write_full(segment, qs, now)
         Segment.objects.filter(pk=segment.pk).update(
-            member_count=total, computed_at=now, needs_full=False,
-            compute_ms=int((time.perf_counter() - started) * 1000))
+            member_count=total, computed_at=now, compute_ms=int((time.perf_counter() - started) * 1000))
+        # A filter saved while this ran (updated_at moved) still needs its own full recompute.
+        Segment.objects.filter(pk=segment.pk, updated_at=segment.updated_at).update(needs_full=False)
         SegmentCount.objects.update_or_create(segment=segment, day=timezone.localdate(now),
                                               defaults={"members": total})
     if changed:
@@ -369,14 +371,22 @@ def refresh_due(now: datetime | None = None) -> int:
     with time or with changes nobody announces, every REFRESH_EVERY."""
     now = now or timezone.now()
     done = 0
-    for segment in Segment.objects.order_by("computed_at"):
-        t = segment.triggers or {}
-        moving = t.get("windowed") or set(t.get("fields", [])) & UNANNOUNCED or t.get("segments")
-        stale = segment.computed_at is None or now - segment.computed_at >= REFRESH_EVERY
-        if segment.needs_full or (moving and stale):
-            recompute(segment, now)
-            done += 1
+    for pk in [s.pk for s in Segment.objects.order_by("computed_at") if _due(s, now)]:
+        # Several workers share the due segments: each is recomputed by the one that locks it,
+        # after reading it again (the previous holder may have just recomputed it).
+        with exclusive(f"segment-recompute:{pk}") as mine:
+            segment = Segment.objects.filter(pk=pk).first() if mine else None
+            if segment is not None and _due(segment, now):
+                recompute(segment, now)
+                done += 1
     return done
+
+
+def _due(segment: Segment, now: datetime) -> bool:
+    t = segment.triggers or {}
+    moving = t.get("windowed") or set(t.get("fields", [])) & UNANNOUNCED or t.get("segments")
+    stale = segment.computed_at is None or now - segment.computed_at >= REFRESH_EVERY
+    return bool(segment.needs_full or (moving and stale))
 
 
 def run(stop: threading.Event, idle_seconds: float = 5.0) -> None:

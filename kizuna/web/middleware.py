@@ -21,8 +21,9 @@ class NulParameterMiddleware:
             name = bad.replace("\x00", "\\0")[:50]
             message = f"the query parameter {name!r} contains a NUL character (%00), which is not allowed"
             if request.path.startswith("/api/"):
-                return JsonResponse({"error": {"code": "bad_request", "message": message,
+                # The API's own answer for a value it cannot take: a 422 in its error shape.
+                return JsonResponse({"error": {"code": "invalid", "message": message,
                                                "details": [{"path": name, "message": "contains a NUL character"}]}},
-                                    status=400)
+                                    status=422)
             return HttpResponseBadRequest(message + "\n", content_type="text/plain; charset=utf-8")
         return self.get_response(request)

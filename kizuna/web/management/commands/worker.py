@@ -1,23 +1,42 @@
+import logging
 import signal
 import threading
+import time
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
 
+log = logging.getLogger("kizuna.worker")
 LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention", "forms")
+
+
+def _retention(stop: threading.Event) -> None:
+    """Both deleters of old data, in one loop: the privacy page's rules (inactive contacts, events
+    anonymised or deleted after N months) and the operator's hard limit on event age
+    (KIZUNA_EVENT_RETENTION_DAYS), which deletes whatever the rules would keep longer."""
+    from kizuna.events import retention as event_age
+    from kizuna.privacy import retention as rules
+
+    ceiling = threading.Thread(target=event_age.run, args=(stop,), name="kizuna-event-age", daemon=True)
+    ceiling.start()
+    rules.loop(stop)
+    ceiling.join(timeout=30)
 
 
 class Command(BaseCommand):
     help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
-            " scheduled retraining of predictive scores, retention rules, form submissions, and the task queue"
-            " (imports, training).")
+            " scheduled retraining of predictive scores, retention rules and the event age limit, form submissions,"
+            " and the task queue (imports, training).")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between task-queue polls")
         parser.add_argument(
             "--only", choices=[*LOOPS, "tasks"],
             help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
-                 " journeys, predictive retraining, retention rules, form submissions, or the task queue",
+                 " journeys, predictive retraining, retention rules and the event age limit, form submissions,"
+                 " or the task queue",
         )
 
     def handle(self, *args, interval, only=None, **options):
@@ -27,7 +46,6 @@ class Command(BaseCommand):
         from kizuna.handoff import delivery
         from kizuna.journeys import engine as journeys
         from kizuna.messaging import outbox
-        from kizuna.privacy import retention
         from kizuna.scoring import predictive_service
         from kizuna.segments import membership
 
@@ -35,7 +53,7 @@ class Command(BaseCommand):
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
                    "segments": membership.run, "journeys": journeys.run,
-                   "predictive": predictive_service.run, "retention": retention.loop, "forms": forms.run}
+                   "predictive": predictive_service.run, "retention": _retention, "forms": forms.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -51,9 +69,25 @@ class Command(BaseCommand):
                 thread.start()
                 threads.append(thread)
         try:
-            # db_worker stops cleanly on SIGINT/SIGTERM after the task in hand.
-            call_command("db_worker", interval=interval, verbosity=options.get("verbosity", 1))
+            self.run_tasks(interval, options.get("verbosity", 1))
         finally:
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
+
+    def run_tasks(self, interval: float, verbosity: int) -> None:
+        """The task queue, in this (the main) thread. Both task workers stop cleanly on SIGINT or
+        SIGTERM after the task in hand. db_worker gives up when the database goes away (a
+        PostgreSQL restart): the queue is started again, as the other loops carry on, rather than
+        ending the whole worker process."""
+        while True:
+            try:
+                if settings.TASKS["default"]["BACKEND"].startswith("django_tasks_redis."):
+                    call_command("run_redis_tasks", continuous=True, interval=interval, verbosity=verbosity)
+                else:
+                    call_command("db_worker", interval=interval, verbosity=verbosity)
+                return
+            except DatabaseError:
+                log.exception("the task queue lost its database; starting it again")
+                close_old_connections()
+                time.sleep(1.0)
