@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "kizuna.lifecycle",
     "kizuna.segments",
     "kizuna.journeys",
+    "kizuna.capture",
     "kizuna.landing",
     "kizuna.assets",
     "kizuna.privacy",
@@ -158,6 +159,8 @@ KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
 KIZUNA_EVENT_RETENTION_DAYS = config.env_int("KIZUNA_EVENT_RETENTION_DAYS", 0)  # 0: kept for ever
 KIZUNA_INGEST_GROUP_COMMIT = config.env_bool("KIZUNA_INGEST_GROUP_COMMIT", True)
 KIZUNA_PROXY_COUNT = config.env_int("KIZUNA_PROXY_COUNT", 0)
+# Form submissions allowed per IP address (per /64 for IPv6) and minute, in bursts of as many.
+KIZUNA_FORM_RATE_PER_MINUTE = config.env_int("KIZUNA_FORM_RATE_PER_MINUTE", 10)
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"
@@ -252,6 +255,7 @@ KIZUNA_PERSONAL_DATA: list[str] = [
     "kizuna.handoff.personal_data",
     "kizuna.landing.personal_data",
     "kizuna.assets.personal_data",
+    "kizuna.capture.personal_data",
     "kizuna.accounts.personal_data",  # last: the audit entries about the contact
 ]
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 from kizuna.api import api
 
 urlpatterns = [
+    path("", include("kizuna.capture.urls")),  # first: public form posts are the hottest Django route
     path("", include("kizuna.web.urls")),
     path("", include("kizuna.accounts.urls")),
     path("", include("kizuna.contacts.urls")),

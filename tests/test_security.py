@@ -36,6 +36,9 @@ PUBLIC = {
     "privacy:tracking": "the public page about the tracker",
     "assets:download": "a personal download link (signed, expiring token)",
     "assets:public_download": "a public asset's link (its random key; answers only while the asset is public)",
+    "capture:hosted": "hosted form pages", "capture:embed": "the JS embed's form, for the sites allowed (CORS)",
+    "capture:submit": "form posts from any site (signed form token, allowed sites)",
+    "capture:thanks": "a form's thank-you page", "capture:confirm": "double opt-in confirmation (signed link)",
 }
 # Views whose check is inside the view, not on the URL's callback (name → capability).
 INNER = {"contacts:import_new": "contacts.import", "segments:export": "contacts.export"}
@@ -48,6 +51,8 @@ CSRF_EXEMPT = {
     "assets:create": "wraps a csrf_protect view, so uploads stream to disk under the size limit first"
                      " (tested in test_assets_security)",
     "assets:edit": "the same, for replacing an asset's file (tested in test_assets_security)",
+    "capture:submit": "posted from other sites: a signed form token and the allowed-sites check instead",
+    "capture:confirm": "double opt-in confirmation; the signed link is the credential",
 }
 
 

@@ -72,9 +72,10 @@ def may_send(contact: Contact, kind: str = MARKETING, topic: SubscriptionTopic |
 @transaction.atomic
 def set_consent(
     contact: Contact, topic: SubscriptionTopic, status: str, *, method: str, source: str = "",
-    text_shown: str = "", ip: str | None = None, actor=None,
+    text_shown: str = "", text_version: str = "", ip: str | None = None, actor=None,
 ) -> bool:
-    """Sets one topic's consent and writes the ledger; returns False when nothing changed."""
+    """Sets one topic's consent and writes the ledger; returns False when nothing changed.
+    `text_shown` and `text_version` are the words the person agreed to and their version."""
     if status not in ConsentStatus.values:
         raise ValueError(f"unknown consent status {status!r}")
     current = consent_status(contact, topic)
@@ -88,7 +89,8 @@ def set_consent(
         )
     ConsentRecord.objects.create(
         contact=contact, topic=topic, status=status, method=method, source=source[:255],
-        text_shown=text_shown, ip=ip or None, actor=actor if getattr(actor, "pk", None) else None,
+        text_shown=text_shown, text_version=text_version[:50], ip=ip or None,
+        actor=actor if getattr(actor, "pk", None) else None,
     )
     return True
 

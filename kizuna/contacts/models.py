@@ -274,6 +274,8 @@ class ConsentRecord(models.Model):
     method = models.CharField(max_length=16, choices=Method.choices)
     source = models.CharField(_("source"), max_length=255, blank=True)
     text_shown = models.TextField(_("text shown"), blank=True)
+    # The version of those words (a form's consent text is versioned: a new wording, a new version).
+    text_version = models.CharField(_("text version"), max_length=50, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -38,6 +38,7 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Funnel"), "lifecycle:funnel", "contacts.view", "reports/funnel"),
     ]),
     (_("Capture"), [
+        MenuItem(_("Forms"), "capture:list", "capture.view", "forms"),
         MenuItem(_("Landing pages"), "landing:list", "capture.view", "landing-pages"),
         MenuItem(_("Assets"), "assets:list", "capture.view", "assets"),
     ]),

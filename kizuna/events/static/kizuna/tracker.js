@@ -250,10 +250,11 @@
       track('Outbound Link Clicked', {url: u.href, text}, 2);
     }
   };
-  // A form with a plausible email identifies the visitor; secrets are never read.
+  // A form with a plausible email identifies the visitor; secrets are never read. Kizuna's own
+  // forms (data-kz-form) identify through their submission, after the spam checks and opt-in.
   const onSubmit = e => {
     const f = e.target;
-    if (!C.identifyForms || !(f instanceof HTMLFormElement)) return;
+    if (!C.identifyForms || !(f instanceof HTMLFormElement) || f.hasAttribute('data-kz-form')) return;
     const traits = {};
     for (const el of f.elements) {
       if (!(el instanceof HTMLInputElement) || !/^(text|email|tel|search|)$/.test(el.type)) continue;

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
 log = logging.getLogger("kizuna.worker")
-LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention")
+LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention", "forms")
 
 
 def _retention(stop: threading.Event) -> None:
@@ -27,18 +27,20 @@ def _retention(stop: threading.Event) -> None:
 
 class Command(BaseCommand):
     help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
-            " scheduled retraining of predictive scores, retention rules and the event age limit, and the task"
-            " queue (imports, training).")
+            " scheduled retraining of predictive scores, retention rules and the event age limit, form submissions,"
+            " and the task queue (imports, training).")
 
     def add_arguments(self, parser):
         parser.add_argument("--interval", type=float, default=0.5, help="seconds between task-queue polls")
         parser.add_argument(
             "--only", choices=[*LOOPS, "tasks"],
             help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
-                 " journeys, predictive retraining, retention rules and the event age limit, or the task queue",
+                 " journeys, predictive retraining, retention rules and the event age limit, form submissions,"
+                 " or the task queue",
         )
 
     def handle(self, *args, interval, only=None, **options):
+        from kizuna.capture import processing as forms
         from kizuna.db import writelock
         from kizuna.events import processing
         from kizuna.handoff import delivery
@@ -51,7 +53,7 @@ class Command(BaseCommand):
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
                    "segments": membership.run, "journeys": journeys.run,
-                   "predictive": predictive_service.run, "retention": _retention}
+                   "predictive": predictive_service.run, "retention": _retention, "forms": forms.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
