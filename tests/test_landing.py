@@ -206,12 +206,12 @@ def test_views_and_conversions_come_from_processed_events(client, admin_user):
               # a bot's view counts for nothing
               {**view("aid-bot-0004", "guide", "A", NOW - timedelta(minutes=6), 1),
                "context": {"userAgent": "Googlebot/2.1"}}])
-        send([{"type": "track", "event": "form_submitted", "anonymousId": "aid-two-0002", "messageId": "f-1",
+        send([{"type": "track", "event": "Form Submitted", "anonymousId": "aid-two-0002", "messageId": "f-1",
                "timestamp": (NOW - timedelta(minutes=5)).isoformat(), "properties": {"form": 1}},
               # converting twice counts once; a submission before any view converts nothing
-              {"type": "track", "event": "form_submitted", "anonymousId": "aid-two-0002", "messageId": "f-2",
+              {"type": "track", "event": "Form Submitted", "anonymousId": "aid-two-0002", "messageId": "f-2",
                "timestamp": (NOW - timedelta(minutes=4)).isoformat(), "properties": {"form": 1}},
-              {"type": "track", "event": "form_submitted", "anonymousId": "aid-three-03", "messageId": "f-3",
+              {"type": "track", "event": "Form Submitted", "anonymousId": "aid-three-03", "messageId": "f-3",
                "timestamp": (NOW - timedelta(minutes=30)).isoformat(), "properties": {"form": 1}}])
     visits = {v.anonymous_id: v for v in LandingVisit.objects.all()}
     assert set(visits) == {"aid-one-0001", "aid-two-0002", "aid-three-03"}

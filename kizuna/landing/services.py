@@ -18,12 +18,13 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kizuna.accounts import audit
+from kizuna.capture.processing import EVENT_NAME as FORM_SUBMITTED
 from kizuna.contacts.models import Contact
 from kizuna.landing.blocks import check_variants
 from kizuna.landing.models import LandingPage, LandingVariant, LandingVisit
 
 # Track events that turn a landing visit into a conversion (a form submitted on or after it).
-CONVERSION_EVENTS = frozenset({"form_submitted"})
+CONVERSION_EVENTS = frozenset({FORM_SUBMITTED})
 LANDING_KEY_NAME = "Landing pages"
 
 
