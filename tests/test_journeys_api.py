@@ -75,7 +75,7 @@ def test_faults_are_named_by_their_path(api, world):
         "graph": "must be an object with trigger, start and nodes"}
     assert "entry" in paths(error(api.post("/journeys", {"name": "X", "entry": "sometimes", "graph": {}}), 422))
     assert paths(error(api.post("/journeys", {"name": "X\x00", "graph": graph(mail.pk)}), 422)) == {
-        "name": "contains a NUL character"}
+        "name": "contains a NUL character (\\u0000), which cannot be stored"}
     api.post("/journeys", {"name": "Taken", "graph": graph(mail.pk)})
     assert "name" in paths(error(api.post("/journeys", {"name": "Taken", "graph": graph(mail.pk)}), 409, "conflict"))
     jid = api.post("/journeys", {"name": "Other", "graph": graph(mail.pk)}).json()["id"]
