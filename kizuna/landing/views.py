@@ -114,7 +114,7 @@ def page_delete(request, pk: int):
 
 # --- the public page ----------------------------------------------------------------------------
 
-def _render_blocks(request, page: LandingPage, variant, contact) -> list[dict]:
+def _render_blocks(request, page: LandingPage, variant, contact, aid: str) -> list[dict]:
     name = services.greeting_name(contact, page.language)
     out = []
     for block in variant.blocks:
@@ -128,7 +128,7 @@ def _render_blocks(request, page: LandingPage, variant, contact) -> list[dict]:
         elif block["type"] == "text":
             item["paragraphs"] = [p.strip() for p in re.split(r"\n\s*\n", block["text"]) if p.strip()]
         elif block["type"] == "form":
-            html = _form_html(request, block["form"], page, variant)
+            html = _form_html(request, block["form"], page, variant, aid)
             if html is None:
                 continue
             item["html"] = html
@@ -136,7 +136,7 @@ def _render_blocks(request, page: LandingPage, variant, contact) -> list[dict]:
     return out
 
 
-def _form_html(request, form_id: int, page: LandingPage, variant):
+def _form_html(request, form_id: int, page: LandingPage, variant, aid: str):
     try:
         from kizuna.capture.embed import render_form
         from kizuna.capture.models import Form
@@ -145,7 +145,9 @@ def _form_html(request, form_id: int, page: LandingPage, variant):
     form = Form.objects.filter(pk=form_id).first()
     if form is None:
         return None
-    return render_form(form, request, context={"landing_page": page.slug, "variant": variant.key})
+    # The browser id the page chose (new browsers have no cookie yet), so the submission joins
+    # the page view this page is about to send.
+    return render_form(form, request, context={"landing_page": page.slug, "variant": variant.key}, anonymous_id=aid)
 
 
 @csp_override({
@@ -178,7 +180,7 @@ def public_page(request, slug: str):
     contact = services.known_contact(aid)
     key = services.write_key()
     response = render(request, "landing/public_page.html", {
-        "page": page, "variant": variant, "blocks": _render_blocks(request, page, variant, contact),
+        "page": page, "variant": variant, "blocks": _render_blocks(request, page, variant, contact, aid),
         "preview": preview, "track": {"landing_page": page.slug, "variant": variant.key},
         "tracker_src": f"/kz.js?k={key.key}",
     })
