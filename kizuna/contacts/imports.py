@@ -1397,10 +1397,10 @@ class _Writer:
                          ["bigint", "bigint", "text", "timestamptz"])
         source = self.job.consent_source[:255]
         self.bulk_insert(ConsentRecord, ["contact_id", "topic_id", "status", "at", "method", "source", "text_shown",
-                                         "actor_id", "reason"],
-                         [(cid, topic_id, status, self.db_now, self.method, source, "", self.actor_id, "")
+                                         "text_version", "actor_id", "reason"],
+                         [(cid, topic_id, status, self.db_now, self.method, source, "", "", self.actor_id, "")
                           for cid in changed], "",
-                         ["bigint", "bigint", "text", "timestamptz", "text", "text", "text", "bigint", "text"])
+                         ["bigint", "bigint", "text", "timestamptz", "text", "text", "text", "text", "bigint", "text"])
 
     def finish(self) -> None:
         pass
