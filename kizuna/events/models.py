@@ -124,7 +124,10 @@ class EventType(models.TextChoices):
 class Event(models.Model):
     """One processed event: the append-only log every later stage reads."""
 
-    message_id = models.CharField(max_length=100, unique=True)
+    # Not a unique column: on PostgreSQL the log is partitioned by month, and a unique index there
+    # would have to include the month. Processing keeps each message once (a retry is looked up
+    # before insert, and one message's retries share a lane, so one worker at a time sees them).
+    message_id = models.CharField(max_length=100)
     type = models.CharField(max_length=10, choices=EventType.choices)
     name = models.CharField(max_length=200, blank=True)
     properties = models.JSONField(default=dict, blank=True)
@@ -160,6 +163,7 @@ class Event(models.Model):
             models.Index(fields=["contact", "-occurred_at"], name="event_contact_time"),
             models.Index(fields=["anonymous_id", "-occurred_at"], name="event_anon_time"),
             models.Index(fields=["-occurred_at"], name="event_time"),
+            models.Index(fields=["message_id"], name="event_message_id"),
             models.Index(fields=["type", "name", "-occurred_at"], name="event_type_time"),
             # A contact's human page views and tracked events by name, for segment conditions
             # ("visited /pricing twice in 30 days", "no Demo Booked"): without them a busy
@@ -264,7 +268,10 @@ class Session(models.Model):
 class PageView(models.Model):
     """One page in a session's ordered path, with the visible time spent on it."""
 
-    event = models.OneToOneField(Event, on_delete=models.CASCADE, related_name="page_view")
+    # No database constraint: PostgreSQL cannot point a foreign key at the monthly-partitioned log
+    # by id alone. Deleting events through the ORM still takes their page views along, and
+    # dropping a month's partition deletes them first (kizuna.events.partitions).
+    event = models.OneToOneField(Event, on_delete=models.CASCADE, related_name="page_view", db_constraint=False)
     page_view_id = models.CharField(max_length=100, unique=True)  # the page message's id
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="pages")
     contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="page_views",

@@ -118,15 +118,22 @@ def anonymise_events(ids: list[int], aliases: dict[str, str] | None = None) -> i
     return len(events)
 
 
-def delete_events(ids: list[int]) -> int:
-    """Deletes these events with their page views; score entries keep their points, not the event."""
+def delete_events(ids: list[int], counts: dict[str, int] | None = None) -> int:
+    """Deletes these events with their page views; score entries keep their points, not the event.
+    The one way events are deleted (erasure, retention rules, the age limit); `counts` gathers
+    the rows deleted per model label."""
     from kizuna.scoring.models import ScoreEntry
 
     if not ids:
         return 0
     ScoreEntry.objects.filter(event_id__in=ids).update(event=None)
-    PageView.objects.filter(event_id__in=ids).delete()
-    return Event.objects.filter(id__in=ids).delete()[1].get("events.Event", 0)
+    views = PageView.objects.filter(event_id__in=ids).delete()[1].get("events.PageView", 0)
+    events = Event.objects.filter(id__in=ids).delete()[1].get("events.Event", 0)
+    if counts is not None:
+        for label, n in (("events.Event", events), ("events.PageView", views)):
+            if n:
+                counts[label] = counts.get(label, 0) + n
+    return events
 
 
 def erase(contact, plan) -> dict[str, int]:

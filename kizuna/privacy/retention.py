@@ -11,6 +11,7 @@ stops the worker's other work for long.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from kizuna.contacts.models import Contact
 from kizuna.db.writelock import sqlite_writer
+from kizuna.events import retention as event_retention
 from kizuna.privacy import erasure
 from kizuna.privacy.models import EventPolicy, PrivacySettings
 
@@ -57,13 +59,11 @@ def preview(config: PrivacySettings, now: datetime | None = None) -> dict[str, i
     }
 
 
-def apply_event_policy(ids: list[int], policy: str) -> int:
-    """Deletes or anonymises these events (and their page views) as one batch."""
+def anonymise_events(ids: list[int]) -> int:
+    """Anonymises these events (and their page views) as one batch."""
     from kizuna.events import personal_data
 
     with sqlite_writer(), transaction.atomic():
-        if policy == EventPolicy.DELETE:
-            return personal_data.delete_events(ids)
         return personal_data.anonymise_events(ids)
 
 
@@ -80,17 +80,18 @@ def run(config: PrivacySettings | None = None, now: datetime | None = None, *, l
             for contact in batch:
                 erasure.erase_contact(contact, reason=erasure.RETENTION, events=config.inactive_events)
                 done["contacts"] += 1
-    if config.event_months:
-        anonymised = config.old_events == EventPolicy.ANONYMISE
-        qs = old_events(config.event_months, now)
-        if anonymised:  # anonymised events stay old: only those still naming someone are work
-            qs = qs.filter(Q(contact__isnull=False) | ~Q(anonymous_id__startswith="erased-") | Q(ip__isnull=False)
-                           | ~Q(user_id=""))
+    if config.event_months and config.old_events == EventPolicy.DELETE:
+        deleted = event_retention.delete_before(_months_ago(config.event_months, now), batch=BATCH * 10)
+        done["events"] += deleted.get("events.Event", 0)
+    elif config.event_months:
+        # Anonymised events stay old: only those still naming someone are work.
+        qs = old_events(config.event_months, now).filter(
+            Q(contact__isnull=False) | ~Q(anonymous_id__startswith="erased-") | Q(ip__isnull=False) | ~Q(user_id=""))
         while True:
             ids = list(qs.order_by("id").values_list("id", flat=True)[:BATCH * 10])
             if not ids:
                 break
-            done["events"] += apply_event_policy(ids, config.old_events)
+            done["events"] += anonymise_events(ids)
             if len(ids) < BATCH * 10:
                 break
     PrivacySettings.objects.filter(pk=config.pk).update(last_run_at=now, last_run=done)
@@ -121,11 +122,17 @@ def run_if_due(now: datetime | None = None) -> dict | None:
 
 
 def loop(stop, idle_seconds: float = 600.0) -> None:
-    """The worker's retention loop: checks every ten minutes whether the daily run is due."""
+    """The worker's retention loop, for all old data: every ten minutes it checks whether the
+    daily run of these rules is due, and every hour it runs the event log's own pass (next
+    months' partitions, the operator's age limit KIZUNA_EVENT_RETENTION_DAYS)."""
     from django.db import close_old_connections
 
+    last_hourly: float | None = None
     while not stop.is_set():
         try:
+            if last_hourly is None or time.monotonic() - last_hourly >= event_retention.EVERY_SECONDS:
+                event_retention.maintain()
+                last_hourly = time.monotonic()
             run_if_due()
         except Exception:  # noqa: BLE001 - the loop must survive a lost connection
             log.exception("retention run failed")

@@ -122,7 +122,10 @@ class ScoreEntry(models.Model):
     engagement_rule = models.ForeignKey(EngagementRule, null=True, blank=True, on_delete=models.SET_NULL,
                                         related_name="+")
     rule_name = models.CharField(max_length=200)
-    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # No database constraint (the event log is partitioned on PostgreSQL); deleting events clears
+    # this through the ORM or kizuna.events.partitions.
+    event = models.ForeignKey(Event, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                              db_constraint=False)
     reason = models.CharField(max_length=500, blank=True)
 
     class Meta:

@@ -12,19 +12,6 @@ log = logging.getLogger("kizuna.worker")
 LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention", "forms")
 
 
-def _retention(stop: threading.Event) -> None:
-    """Both deleters of old data, in one loop: the privacy page's rules (inactive contacts, events
-    anonymised or deleted after N months) and the operator's hard limit on event age
-    (KIZUNA_EVENT_RETENTION_DAYS), which deletes whatever the rules would keep longer."""
-    from kizuna.events import retention as event_age
-    from kizuna.privacy import retention as rules
-
-    ceiling = threading.Thread(target=event_age.run, args=(stop,), name="kizuna-event-age", daemon=True)
-    ceiling.start()
-    rules.loop(stop)
-    ceiling.join(timeout=30)
-
-
 class Command(BaseCommand):
     help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
             " scheduled retraining of predictive scores, retention rules and the event age limit, form submissions,"
@@ -46,6 +33,7 @@ class Command(BaseCommand):
         from kizuna.handoff import delivery
         from kizuna.journeys import engine as journeys
         from kizuna.messaging import outbox
+        from kizuna.privacy import retention
         from kizuna.scoring import predictive_service
         from kizuna.segments import membership
 
@@ -53,7 +41,7 @@ class Command(BaseCommand):
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
                    "segments": membership.run, "journeys": journeys.run,
-                   "predictive": predictive_service.run, "retention": _retention, "forms": forms.run}
+                   "predictive": predictive_service.run, "retention": retention.loop, "forms": forms.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
