@@ -24,8 +24,9 @@ def _postgres_only():
         pytest.skip("the event log is partitioned on PostgreSQL only")
 
 
-def _pages(anonymous_id: str, at: datetime, pages: int, *, prefix: str = "") -> None:
-    messages = [{"type": "page", "anonymousId": anonymous_id, "messageId": f"{prefix}{anonymous_id}-{n}",
+def pages_at(anonymous_id: str, at: datetime, pages: int) -> None:
+    """Ingests and processes `pages` page views of one browser from `at` on, a second apart."""
+    messages = [{"type": "page", "anonymousId": anonymous_id, "messageId": f"{anonymous_id}-{n}",
                  "timestamp": (at + timedelta(seconds=n)).isoformat(),
                  "context": {"page": {"url": f"https://example.co.jp/p{n}", "path": f"/p{n}"}}}
                 for n in range(pages)]
@@ -44,7 +45,7 @@ def test_events_land_in_their_month_and_the_worker_creates_the_coming_months():
     now = timezone.now()
     assert partitions.enabled()
     this_month = partitions.partition_name(partitions.month_of(now))
-    _pages("b1", now - timedelta(minutes=5), 2)
+    pages_at("b1", now - timedelta(minutes=5), 2)
     assert _where("b1-0") == this_month
     # Four months on, the pass creates that month and the three after it; nothing existing is touched.
     later = now + timedelta(days=125)
@@ -75,8 +76,8 @@ def test_retention_drops_whole_months_with_their_page_views_and_keeps_the_ledger
     with connection.cursor() as cursor:
         assert partitions.create_month(cursor, old_month)
     old_at = datetime(old_month.year, old_month.month, 2, 9, tzinfo=UTC)
-    _pages("old", old_at, 4)
-    _pages("new", now - timedelta(minutes=1), 2)
+    pages_at("old", old_at, 4)
+    pages_at("new", now - timedelta(minutes=1), 2)
     assert _where("old-0") == partitions.partition_name(old_month)
     old = list(Event.objects.filter(anonymous_id="old"))
     entry = ScoreEntry.objects.create(model=ScoringModel.objects.create(name="Partitions"),
@@ -97,8 +98,8 @@ def test_retention_drops_whole_months_with_their_page_views_and_keeps_the_ledger
 
 def test_a_retried_message_is_stored_once_without_a_unique_column():
     at = timezone.now() - timedelta(minutes=3)
-    _pages("retry", at, 3)
-    _pages("retry", at, 3)  # the same message ids again, after they were processed
+    pages_at("retry", at, 3)
+    pages_at("retry", at, 3)  # the same message ids again, after they were processed
     assert Event.objects.filter(anonymous_id="retry").count() == 3
     assert PageView.objects.filter(anonymous_id="retry").count() == 3
 
@@ -107,6 +108,6 @@ def test_ids_keep_coming_from_one_sequence():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_get_serial_sequence('events_event', 'id')")
         assert cursor.fetchone()[0]
-    _pages("ids", timezone.now() - timedelta(minutes=2), 3)
+    pages_at("ids", timezone.now() - timedelta(minutes=2), 3)
     ids = sorted(Event.objects.filter(anonymous_id="ids").values_list("id", flat=True))
     assert len(set(ids)) == 3 and Event.objects.get(pk=ids[0]).anonymous_id == "ids"

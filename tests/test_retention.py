@@ -9,20 +9,15 @@ import pytest
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
-from kizuna.events import ingest, processing, retention
+from kizuna.events import processing, retention
 from kizuna.events.models import Event, PageView, Session
 from kizuna.scoring.models import ScoreEntry, ScoringModel
+from tests.test_partitions import pages_at
 from tests.test_scaleout import OtherProcess
 
 
 def _visit(anonymous_id: str, days_ago: int, pages: int) -> None:
-    at = timezone.now() - timedelta(days=days_ago)
-    messages = [{"type": "page", "anonymousId": anonymous_id, "messageId": f"{anonymous_id}-{n}",
-                 "timestamp": (at + timedelta(seconds=n)).isoformat(),
-                 "context": {"page": {"url": f"https://example.co.jp/p{n}", "path": f"/p{n}"}}}
-                for n in range(pages)]
-    result = ingest.ingest(messages, ingest.RequestInfo(ip="126.33.10.20", user_agent="Mozilla/5.0 Chrome/131"))
-    assert not result.rejected, result.rejected
+    pages_at(anonymous_id, timezone.now() - timedelta(days=days_ago), pages)
 
 
 @pytest.mark.django_db
