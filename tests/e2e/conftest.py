@@ -146,3 +146,10 @@ def login(page, username: str = "admin", password: str = ADMIN_PASSWORD) -> None
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(lambda url: "/login/" not in url)
+
+
+def switch_language(page, code: str) -> None:
+    """Chooses the UI language in the header. The choice is kept on the user's account, and the
+    server is shared by the session's tests: a test that switches to Japanese switches back."""
+    page.select_option("#lang-select", code)
+    page.wait_for_function(f"document.documentElement.lang === '{code}'")

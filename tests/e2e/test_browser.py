@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from .conftest import login
+from .conftest import login, switch_language
 
 pytestmark = pytest.mark.browser
 
@@ -80,14 +80,12 @@ def test_import_business_cards_and_switch_language(page, kizuna_server, tmp_path
     assert re.search(rf"\b{before + 997}\b", page.locator("main").inner_text())
     page.screenshot(path=str(tmp_path / "contacts-en.png"))
 
-    page.select_option("#lang-select", "ja")
-    page.wait_for_function("document.documentElement.lang === 'ja'")
+    switch_language(page, "ja")
     nav = page.locator("nav.sidebar").inner_text()
     assert "コンタクト" in nav and "インポート" in nav, nav
     assert page.locator("html").get_attribute("lang") == "ja"
     page.screenshot(path=str(tmp_path / "contacts-ja.png"))
 
-    page.select_option("#lang-select", "en")
-    page.wait_for_function("document.documentElement.lang === 'en'")
+    switch_language(page, "en")
     assert "Contacts" in page.locator("nav.sidebar").inner_text()
     assert page.locator("html").get_attribute("lang") == "en"

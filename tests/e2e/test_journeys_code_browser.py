@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ADMIN_PASSWORD, login
+from .conftest import ADMIN_PASSWORD, login, switch_language
 
 pytestmark = pytest.mark.browser
 SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
@@ -90,7 +90,11 @@ def test_check_import_and_simulate_a_journey_file(page, browser, kizuna_server):
         login(ja, "admin", ADMIN_PASSWORD)
         ja.goto(page.url)
         ja.wait_for_selector("[data-summary]")
+        # An earlier test may have saved English as the admin's choice, which wins over the browser's.
+        switch_language(ja, "ja")
+        ja.wait_for_selector("[data-summary]")
         assert ja.locator("html").get_attribute("lang") == "ja"
         _shot(ja, "journey-simulation-ja")
+        switch_language(ja, "en")
     finally:
         context.close()
