@@ -1,0 +1,30 @@
+"""`kizuna simulate`: synthetic visitors live the last N days on the demo site, on an accelerated
+clock, through the real ingestion, processing, journeys and mail (captured, not delivered)."""
+
+import time
+
+from django.core.management.base import BaseCommand
+
+from kizuna.playbooks.simulator import Simulation, prepare_demo
+
+
+class Command(BaseCommand):
+    help = ("Run synthetic visitors through the demo website over the last DAYS days, in accelerated time, "
+            "with every playbook installed. Run it while no `kizuna worker` is running: the simulation "
+            "does the worker's passes itself, on its own clock (`kizuna demo` runs it before starting one).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--days", type=float, default=14, help="simulated days, ending now")
+        parser.add_argument("--visitors", type=int, default=40)
+        parser.add_argument("--keen", type=int, default=2, help="prospects who follow example 1 to the end")
+        parser.add_argument("--seed", type=int, default=7)
+
+    def handle(self, *args, days, visitors, keen, seed, **options):
+        if days <= 0 or days > 60:
+            self.stderr.write("--days must be more than 0 and at most 60")
+            raise SystemExit(2)
+        started = time.monotonic()
+        simulation = Simulation(seed=seed, visitors=visitors, days=days, keen=keen,
+                                on_progress=self.stdout.write if options.get("verbosity", 1) > 1 else None)
+        summary = simulation.run(prepare=lambda: [self.stdout.write(f"  {line}") for line in prepare_demo()])
+        self.stdout.write(self.style.SUCCESS(f"  {summary} ({time.monotonic() - started:.0f} s)"))
