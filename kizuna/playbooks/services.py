@@ -438,7 +438,10 @@ def install(bundle: Bundle | str, *, actor=None) -> Result:
     bundle = get(bundle) if isinstance(bundle, str) else bundle
     from kizuna.db.writelock import sqlite_writer
 
+    from kizuna.contacts.setup import ensure_defaults
+
     with sqlite_writer(), transaction.atomic():
+        ensure_defaults()  # the subscription topics every installation starts with (mails and forms name them)
         installer = _Installer(bundle, actor)
         for section in ORDER:
             value = bundle.data.get(section)
