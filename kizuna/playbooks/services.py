@@ -436,9 +436,8 @@ def install(bundle: Bundle | str, *, actor=None) -> Result:
     """Installs a bundle (or the bundle of that key) in one transaction; PlaybookError with every
     fault found, and nothing written, when the bundle does not fit this installation."""
     bundle = get(bundle) if isinstance(bundle, str) else bundle
-    from kizuna.db.writelock import sqlite_writer
-
     from kizuna.contacts.setup import ensure_defaults
+    from kizuna.db.writelock import sqlite_writer
 
     with sqlite_writer(), transaction.atomic():
         ensure_defaults()  # the subscription topics every installation starts with (mails and forms name them)

@@ -50,7 +50,8 @@ KEYWORDS = ["マーケティングオートメーション 比較", "MA ツー�
             "スコアリング 営業 連携", "メール配信 システム 法人", "ステップメール 作り方"]
 BROWSERS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/17.5 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
@@ -252,12 +253,11 @@ class Simulation:
         """One pass of everything the worker does, at the simulated now."""
         from kizuna.capture import processing as forms
         from kizuna.events import processing
+        from kizuna.events.models import IncomingEvent
         from kizuna.handoff import delivery
         from kizuna.journeys import engine
         from kizuna.messaging import outbox, transports
         from kizuna.segments import membership
-
-        from kizuna.events.models import IncomingEvent
 
         def events() -> int:  # the inbox is usually empty: one query instead of a pass over every lane
             return processing.drain() if IncomingEvent.objects.filter(error="").exists() else 0

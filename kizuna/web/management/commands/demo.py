@@ -20,7 +20,6 @@ from kizuna.scoring.setup import ensure_defaults as ensure_scoring_defaults
 from kizuna.segments.demo import ensure_demo_segments
 from kizuna.web.processes import default_bind, run_together, serve_command, worker_command
 
-
 # A journey of the example-1 playbook: once it exists, the demo's simulation has run.
 FIRST_PLAYBOOK_JOURNEY = "資料請求後のナーチャリング / White paper nurturing"
 
