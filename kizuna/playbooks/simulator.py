@@ -207,8 +207,10 @@ class Simulation:
     def loop(self) -> None:
         last_report = self.start
         while self.queue and self.queue[0][0] <= self.end:
-            at, _seq, script = heapq.heappop(self.queue)
-            self.advance_to(at)
+            at, seq, script = heapq.heappop(self.queue)
+            if not self.advance_to(at):  # the work on the way made something to do before `at`
+                heapq.heappush(self.queue, (at, seq, script))
+                continue
             try:
                 delay = next(script)
             except StopIteration:
@@ -220,8 +222,9 @@ class Simulation:
         self.advance_to(self.end)
         self.work()
 
-    def advance_to(self, moment: datetime) -> None:
-        """Moves the clock to `moment`, doing the worker's due work on the way."""
+    def advance_to(self, moment: datetime) -> bool:
+        """Moves the clock to `moment`, doing the worker's due work on the way; stops early (and
+        says False) when that work gave a visitor something to do sooner (a mail arrived)."""
         while True:
             due = self.next_due()
             step = min(d for d in (due, self.now + IDLE_STEP) if d is not None)
@@ -230,9 +233,12 @@ class Simulation:
                 break
             self.move(step)
             self.work()
+            if self.queue and self.queue[0][0] < moment:
+                return False
         self.move(moment)
         if self.last_work is None or self.now - self.last_work >= WORK_EVERY:
             self.work()
+        return True
 
     def next_due(self) -> datetime | None:
         from kizuna.capture.models import Submission
