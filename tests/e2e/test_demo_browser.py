@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,13 @@ def test_demo_pages_after_the_simulation(page, kizuna_server, tmp_path):
     assert page.locator("[data-state='installed']").count() == 7
     shot("playbooks")
 
+    # The demo site is tracked by the real tracker in a real browser too.
+    seen = server.query("SELECT COUNT(*) FROM events_event WHERE path = ?", ("/demo-site/whitepaper/",))[0][0]
     page.goto("/demo-site/whitepaper/")
     assert page.get_by_text("資料を無料でダウンロード").is_visible()
     shot("site")
+    page.goto("/demo-site/pricing/")  # leaving the page sends its dwell time
+    deadline = time.monotonic() + 30
+    while server.query("SELECT COUNT(*) FROM events_event WHERE path = ?", ("/demo-site/whitepaper/",))[0][0] <= seen:
+        assert time.monotonic() < deadline, "the tracker's page view never reached the events"
+        time.sleep(0.5)
