@@ -204,6 +204,54 @@ class Simulation:
                 signals.request_finished.connect(close_old_connections)
         return self.summary
 
+    def run_live(self, *, speed: float = 1440, stop=None, log: Callable[[str], None] | None = None) -> None:
+        """Visitors keep arriving while the demo runs, at the real time of the server and worker
+        (which do the processing). Pauses are divided by `speed` but a human-scale pause (reading a
+        page, typing a form) keeps up to 5 real seconds, so a visitor who comes back "the next day"
+        comes back minutes later while journeys' waits stay real. A new cast arrives when the last
+        one is done. A failing visitor is logged, never fatal to the demo."""
+        import logging
+        import time as real_time
+
+        from kizuna.messaging.models import CapturedMail
+        from kizuna.playbooks.site import write_key
+
+        logger = logging.getLogger("kizuna.simulator")
+
+        def pause(delay: timedelta) -> timedelta:
+            return max(delay / speed, min(delay, timedelta(seconds=5)))
+
+        self.web = Web()
+        with override_settings(KIZUNA_INGEST_GROUP_COMMIT=False):
+            self.write_key = write_key().key
+            self.last_mail = CapturedMail.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+            rounds = 0
+            while stop is None or not stop.is_set():
+                if not self.queue:
+                    rounds += 1
+                    self.start = self.end = timezone.now()
+                    self.cast()
+                    self.queue = [(self.start + (at - self.start) / speed, seq, script)
+                                  for at, seq, script in self.queue]
+                    heapq.heapify(self.queue)
+                    (log or logger.info)(f"live visitors, round {rounds}: {dict(self.summary.visitors)}")
+                at, seq, script = self.queue[0]
+                wait = (at - timezone.now()).total_seconds()
+                if wait > 0:
+                    real_time.sleep(min(wait, 2))
+                    self.read_mail()
+                    continue
+                heapq.heappop(self.queue)
+                try:
+                    delay = next(script)
+                except StopIteration:
+                    continue
+                except Exception:  # noqa: BLE001 - one visitor's trouble must not stop the demo
+                    logger.exception("a simulated visitor failed")
+                    close_old_connections()
+                    continue
+                self.spawn(script, timezone.now() + pause(delay))
+
     def loop(self) -> None:
         last_report = self.start
         while self.queue and self.queue[0][0] <= self.end:

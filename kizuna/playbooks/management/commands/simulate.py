@@ -18,8 +18,16 @@ class Command(BaseCommand):
         parser.add_argument("--visitors", type=int, default=40)
         parser.add_argument("--keen", type=int, default=2, help="prospects who follow example 1 to the end")
         parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--live", action="store_true",
+                            help="keep visitors coming at real time, beside a running server and worker "
+                                 "(their pauses shortened by --speed); what `kizuna demo` runs")
+        parser.add_argument("--speed", type=float, default=1440, help="with --live: pauses divided by this")
 
     def handle(self, *args, days, visitors, keen, seed, **options):
+        if options.get("live"):
+            Simulation(seed=seed, visitors=visitors, days=days, keen=keen).run_live(
+                speed=max(1.0, options["speed"]), log=self.stdout.write)
+            return
         if days <= 0 or days > 60:
             self.stderr.write("--days must be more than 0 and at most 60")
             raise SystemExit(2)

@@ -1,4 +1,5 @@
 import secrets
+import sys
 import time
 
 from django.conf import settings
@@ -67,13 +68,18 @@ class Command(BaseCommand):
             f"\n  Kizuna demo:  http://{host}:{port}/\n"
             f"  Log in as:    admin / {password}\n"
             f"  Demo website: http://{host}:{port}/demo-site/  (tracked; its forms feed the playbooks)\n"
-            "  Ctrl-C stops the web server and the worker.\n"
+            + ("" if no_simulate else "  Simulated visitors keep arriving on the demo website (Live events).\n")
+            + "  Ctrl-C stops the web server and the worker.\n"
         )
         if no_serve:
             self.stdout.write(banner)
             return
+        processes = {"web": serve_command(host, port, 2), "worker": worker_command()}
+        if not no_simulate:  # visitors keep coming while the demo runs
+            processes["visitors"] = [sys.executable, "-m", "kizuna.cli", "simulate", "--live", "--seed", str(seed + 1),
+                                     "--visitors", str(visitors), "--days", f"{days:g}"]
         code = run_together(
-            {"web": serve_command(host, port, 2), "worker": worker_command()},
+            processes,
             on_ready=lambda: self.stdout.write(banner),
         )
         raise SystemExit(code)
