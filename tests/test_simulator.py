@@ -74,3 +74,20 @@ def test_the_same_seed_casts_the_same_people():
 
     assert cast(5) == cast(5)
     assert cast(5) != cast(6)
+
+
+def test_live_visitors_arrive_at_real_time_and_stop_when_told():
+    import threading
+
+    from kizuna.events.models import IncomingEvent
+
+    prepare_demo()
+    stop = threading.Event()
+    timer = threading.Timer(8, stop.set)
+    timer.start()
+    try:
+        Simulation(seed=3, visitors=3, days=1).run_live(speed=100_000, stop=stop, log=lambda _line: None)
+    finally:
+        timer.cancel()
+    # No worker here: the tracker's batches wait in the inbox, stamped with the real time.
+    assert IncomingEvent.objects.filter(payload__contains="/demo-site/").exists()
