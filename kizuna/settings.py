@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "kizuna.landing",
     "kizuna.assets",
     "kizuna.privacy",
+    "kizuna.playbooks",
     "kizuna.web",
 ]
 

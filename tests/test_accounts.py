@@ -129,7 +129,8 @@ def test_createuser_command():
 
 @pytest.mark.django_db
 def test_demo_prepares_data_and_login(capsys):
-    call_command("demo", contacts=120, no_serve=True)
+    # The simulated visitors (playbooks) have tests of their own: tests/test_simulator.py.
+    call_command("demo", contacts=120, no_serve=True, no_simulate=True)
     out = capsys.readouterr().out
     assert "admin / " in out
     password = out.split("admin / ")[1].split()[0]
@@ -140,6 +141,6 @@ def test_demo_prepares_data_and_login(capsys):
     from kizuna.segments.models import Segment
 
     assert Segment.objects.count() == 4 and all(s.computed_at for s in Segment.objects.all())
-    call_command("demo", contacts=120, no_serve=True)  # a second run keeps data and password
+    call_command("demo", contacts=120, no_serve=True, no_simulate=True)  # a second run keeps data and password
     assert Contact.objects.count() == 120
     assert f"admin / {password}" in capsys.readouterr().out

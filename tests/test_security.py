@@ -39,6 +39,8 @@ PUBLIC = {
     "capture:hosted": "hosted form pages", "capture:embed": "the JS embed's form, for the sites allowed (CORS)",
     "capture:submit": "form posts from any site (signed form token, allowed sites)",
     "capture:thanks": "a form's thank-you page", "capture:confirm": "double opt-in confirmation (signed link)",
+    "playbooks:site_home": "the demo website: a stand-in for a customer's public, tracked site (fixed copy only)",
+    "playbooks:site_page": "the demo website's pages (fixed copy; unknown paths are 404)",
 }
 # Views whose check is inside the view, not on the URL's callback (name → capability).
 INNER = {"contacts:import_new": "contacts.import", "segments:export": "contacts.export"}

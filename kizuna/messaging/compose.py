@@ -80,7 +80,8 @@ def contact_context(message: Message, token: str) -> dict[str, Any]:
             "company_name": contact.company_name, "job_title": contact.job_title,
             "department": contact.department, "phone": contact.phone,
             "prefecture": contact.get_prefecture_display() if contact.prefecture else "",
-            "lifecycle_stage": contact.lifecycle_stage, "custom": dict(contact.custom or {}),
+            "lifecycle_stage": contact.lifecycle_stage, "language": contact.language,
+            "custom": dict(contact.custom or {}),
         })
         if contact.company_id:
             c = contact.company

@@ -816,7 +816,7 @@ def sample_context() -> dict[str, Any]:
             "family_name_kana": "ヤマダ", "given_name_kana": "タロウ", "full_name": "山田 太郎",
             "company_name": "株式会社サンプル製作所", "job_title": "情報システム部 部長",
             "department": "情報システム部",
-            "phone": "03-1234-5678", "prefecture": "東京都", "lifecycle_stage": "lead",
+            "phone": "03-1234-5678", "prefecture": "東京都", "lifecycle_stage": "lead", "language": "ja",
             "custom": {},  # custom fields differ per account: empty means "any key", so none is warned about
         },
         "company": {"name": "株式会社サンプル製作所", "domain": "example.co.jp", "industry": "製造業",

@@ -50,6 +50,7 @@ MENU: list[tuple[str, list[MenuItem]]] = [
     ]),
     (_("Automation"), [
         MenuItem(_("Journeys"), "journeys:list", "journeys.view", "journeys"),
+        MenuItem(_("Playbooks"), "playbooks:list", "journeys.view", "playbooks"),
     ]),
     (_("Settings"), [
         MenuItem(_("Users"), "accounts:user_list", "users.manage", "settings/users"),
