@@ -149,6 +149,37 @@ def test_entry_rules(world, entry, runs):
     assert Enrollment.objects.filter(journey=j, contact=p).count() == runs
 
 
+@pytest.mark.django_db(transaction=True)
+def test_every_time_enrollments_at_the_same_moment_each_get_their_own_run():
+    if connection.vendor != "postgresql":
+        pytest.skip("two writers at once is a PostgreSQL set-up; SQLite has one writer")
+    world = make_world()
+    j = journey("Twice at once", {"trigger": {"type": "manual"}, "nodes": [
+        {"id": "w", "type": "wait", "duration": {"days": 1}}]}, entry="every_time")
+    people = [contact(world, f"t{i}@example.co.jp") for i in range(300)]
+    ids = [p.pk for p in people]
+    start, errors, made = threading.Barrier(2), [], []
+
+    def enroll() -> None:
+        try:
+            start.wait()
+            made.append(engine.enroll_many(j, ids))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=enroll) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert made == [300, 300]
+    runs = Counter(Enrollment.objects.filter(journey=j).values_list("contact_id", "run"))
+    assert runs == {(pk, run): 1 for pk in ids for run in (1, 2)}
+
+
 @pytest.mark.django_db
 def test_same_trigger_occurrence_enrolls_once(world):
     j = journey("Keyed", {"trigger": {"type": "manual"}, "nodes": [{"id": "x", "type": "exit"}]}, entry="every_time")

@@ -116,6 +116,7 @@ def enroll_many(journey: Journey, contact_ids: Iterable[int], *, key=None, now: 
     for offset in range(0, len(ids), 1000):
         part = ids[offset:offset + 1000]
         with sqlite_writer(), transaction.atomic():
+            _lock_entries(journey.pk, part)
             latest: dict[int, tuple[int, str, datetime]] = {}
             for cid, run, state, entered in (Enrollment.objects.filter(journey=journey, contact_id__in=part)
                                              .values_list("contact_id", "run", "state", "entered_at")):
@@ -143,10 +144,29 @@ def enroll_many(journey: Journey, contact_ids: Iterable[int], *, key=None, now: 
                             .values_list("trigger_key", flat=True))
                 rows = [r for r in rows if r.trigger_key not in taken]
             before = Enrollment.objects.filter(journey=journey, contact_id__in=part).count()
-            # A concurrent enrollment of the same contact (same run) or occurrence is skipped here.
+            # The same occurrence enrolled concurrently (trigger_key) is skipped here; runs cannot
+            # collide, _lock_entries made this transaction the only one numbering them.
             Enrollment.objects.bulk_create(rows, ignore_conflicts=True)
             made += Enrollment.objects.filter(journey=journey, contact_id__in=part).count() - before
     return made
+
+
+def _lock_entries(journey_id: int, contact_ids: Sequence[int]) -> None:
+    """Makes this transaction the only one enrolling these contacts in this journey until it ends,
+    so the run numbers read next stay the latest ('every time' twice at once gets runs n and n+1).
+
+    PostgreSQL: transaction advisory locks, one per (journey, contact), taken in key order so two
+    enrollers of overlapping contacts queue instead of deadlocking. SQLite: the writer lock the
+    caller holds already does it."""
+    if connection.vendor != "postgresql" or not contact_ids:
+        return
+    # The two-integer form (journey, contact): a key space of its own, apart from the one-bigint
+    # locks of kizuna.db.locks. Ids past 2**31 share a lock with another contact: a wait, no harm.
+    keys = sorted({int(c) & 0x7FFFFFFF for c in contact_ids})
+    with connection.cursor() as cur:
+        # Volatile functions in the select list are evaluated after the sort: locks go in order.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k ORDER BY k",
+                    [int(journey_id) & 0x7FFFFFFF, keys])
 
 
 def enroll(journey: Journey, contact: Contact, *, key: str | None = None, now: datetime | None = None,
