@@ -108,6 +108,43 @@ def enqueue(
     return row, True
 
 
+def enqueue_many(
+    rows: Sequence[tuple[Contact, str, dict]], version: TemplateVersion, *, kind: str | None = None,
+    due_at: datetime | None = None,
+) -> list[tuple[Message | None, bool, str]]:
+    """`enqueue` for many (contact, key, extra) at once, for callers that hold a transaction
+    (the journey engine): one query for keys queued already, one INSERT for the rest. Returns
+    (row, created, "") per input, or (None, False, why) where enqueue would raise ValueError.
+    A key inserted meanwhile by someone else raises IntegrityError: the caller's transaction
+    decides (the engine goes back to one mail at a time)."""
+    template = version.template
+    kind = kind or template.kind
+    sender = template.sender
+    if sender is None:
+        return [(None, False, "the template has no sender: choose one before sending")] * len(rows)
+    existing = Message.objects.in_bulk([key for _c, key, _x in rows], field_name="idempotency_key")
+    when = due_at or timezone.now()
+    priority = 10 if kind == MessageKind.TRANSACTIONAL else 0
+    new: list[Message] = []
+    out: list[tuple[Message | None, bool, str]] = []
+    for contact, key, extra in rows:
+        if not contact.email:
+            out.append((None, False, "the contact has no email address"))
+        elif key in existing:
+            out.append((existing[key], False, ""))
+        else:
+            row = Message(idempotency_key=key, contact=contact, to_email=contact.email, version=version,
+                          sender=sender, kind=kind, topic=template.topic, extra=extra or {}, due_at=when,
+                          priority=priority)
+            existing[key] = row
+            new.append(row)
+            out.append((row, True, ""))
+    if new:
+        with sqlite_writer():
+            Message.objects.bulk_create(new, batch_size=1000)
+    return out
+
+
 # --- the journal -----------------------------------------------------------------------------
 
 
