@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kizuna.contacts.models import Contact
+from kizuna.db import copy
 
 if TYPE_CHECKING:
     from kizuna.journeys.engine import Outcome, Runner
@@ -234,7 +235,7 @@ def _tags_many(node, items: Items, runner, add: bool) -> list[str]:
         Contact.objects.filter(pk__in=pks).update(updated_at=now)
         for c in changed:
             c.updated_at = now
-        AuditLog.objects.bulk_create(audits, batch_size=1000)
+        copy.insert(audits)
         # What contact_saved does after each edit (segments, then journey exits and goals), once.
         refresh_contacts(pks, fields={"tag"})
         end_where(pks)

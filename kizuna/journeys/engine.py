@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kizuna.contacts.models import Contact
+from kizuna.db import copy
 from kizuna.db.writelock import sqlite_writer
 from kizuna.journeys import graph as graph_mod
 from kizuna.journeys import timing
@@ -373,7 +374,11 @@ class BatchRunner(Runner):
                     done[e.pk] += 1
             active = [e for e in ready if e.state == ACTIVE]
         # A key already taken raises here: the savepoint goes, and the batch runs one by one.
-        StepRun.objects.bulk_create(self.steps, batch_size=1000)
+        if connection.vendor == "postgresql":
+            copy.insert_rows(StepRun, ("enrollment_id", "node", "key", "outcome", "at"),
+                             ((s.enrollment_id, s.node, s.key, s.outcome, s.at) for s in self.steps))
+        else:
+            StepRun.objects.bulk_create(self.steps, batch_size=500)
         for e in batch:
             e.updated_at = self.now
         save_enrollments(batch)
@@ -421,27 +426,23 @@ SAVED = ("state", "node", "due_at", "waiting_for", "context", "reason", "goal_re
 
 
 def save_enrollments(batch: Sequence[Enrollment]) -> None:
-    """Writes the batch's enrollments back: on PostgreSQL one UPDATE … FROM (VALUES …) per
-    thousand rows, elsewhere Django's bulk_update."""
+    """Writes the batch's enrollments back: on PostgreSQL COPY into a temporary table and one
+    UPDATE … FROM it, elsewhere Django's bulk_update."""
     if connection.vendor != "postgresql":
         Enrollment.objects.bulk_update(batch, SAVED, batch_size=500)
         return
     table = Enrollment._meta.db_table
-    row = "(%s::bigint, %s::varchar, %s::varchar, %s::timestamptz, %s::varchar, %s::jsonb, %s::varchar, " \
-          "%s::timestamptz, %s::timestamptz, %s::timestamptz)"
     with connection.cursor() as cur:
-        for offset in range(0, len(batch), 1000):
-            part = batch[offset:offset + 1000]
-            params: list = []
-            for e in part:
-                params += [e.pk, e.state, e.node, e.due_at, e.waiting_for, json.dumps(e.context), e.reason,
-                           e.goal_reached_at, e.ended_at, e.updated_at]
-            cur.execute(
-                f"UPDATE {table} AS e SET state = v.state, node = v.node, due_at = v.due_at, "
-                "waiting_for = v.waiting_for, context = v.context, reason = v.reason, "
-                "goal_reached_at = v.goal_reached_at, ended_at = v.ended_at, updated_at = v.updated_at "
-                f"FROM (VALUES {', '.join([row] * len(part))}) AS v(id, state, node, due_at, waiting_for, context, "
-                "reason, goal_reached_at, ended_at, updated_at) WHERE e.id = v.id", params)
+        cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS journey_enrollment_save (id bigint, state varchar, "
+                    "node varchar, due_at timestamptz, waiting_for varchar, context jsonb, reason varchar, "
+                    "goal_reached_at timestamptz, ended_at timestamptz, updated_at timestamptz) ON COMMIT DELETE ROWS")
+        cur.execute("DELETE FROM journey_enrollment_save")
+        with cur.cursor.copy(f"COPY journey_enrollment_save ({', '.join(('id', *SAVED))}) FROM STDIN") as rows:
+            for e in batch:
+                rows.write_row((e.pk, e.state, e.node, e.due_at, e.waiting_for, json.dumps(e.context), e.reason,
+                                e.goal_reached_at, e.ended_at, e.updated_at))
+        cur.execute(f"UPDATE {table} AS e SET {', '.join(f'{f} = v.{f}' for f in SAVED)} "
+                    "FROM journey_enrollment_save AS v WHERE e.id = v.id")
 
 
 def _bucket(e: Enrollment, node_id: str) -> int:

@@ -39,6 +39,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from kizuna.contacts.models import Consent, ConsentStatus, Contact
+from kizuna.db import copy
 from kizuna.db.writelock import sqlite_writer
 from kizuna.messaging import compose as composer
 from kizuna.messaging import transports
@@ -141,7 +142,12 @@ def enqueue_many(
             out.append((row, True, ""))
     if new:
         with sqlite_writer():
-            Message.objects.bulk_create(new, batch_size=1000)
+            copy.insert(new)
+        if new[0].pk is None:  # COPY returns no ids: read them back by key
+            ids = dict(Message.objects.filter(idempotency_key__in=[m.idempotency_key for m in new])
+                       .values_list("idempotency_key", "pk"))
+            for m in new:
+                m.pk = ids[m.idempotency_key]
     return out
 
 
