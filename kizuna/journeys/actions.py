@@ -235,11 +235,30 @@ def _tags_many(node, items: Items, runner, add: bool) -> list[str]:
         Contact.objects.filter(pk__in=pks).update(updated_at=now)
         for c in changed:
             c.updated_at = now
+        _link_companies(changed)
         copy.insert(audits)
         # What contact_saved does after each edit (segments, then journey exits and goals), once.
         refresh_contacts(pks, fields={"tag"})
         end_where(pks)
     return notes
+
+
+def _link_companies(contacts: list[Contact]) -> None:
+    """What saving a contact derives (contacts.services._apply_derived): one without a company
+    is linked to its business email domain's, one query per domain."""
+    from kizuna.contacts.emails import domain_of
+    from kizuna.contacts.services import company_for_domain
+
+    by_domain: dict[str, list[Contact]] = {}
+    for c in contacts:
+        if c.email and c.company_id is None:
+            by_domain.setdefault(domain_of(c.email), []).append(c)
+    for domain, group in by_domain.items():
+        company = company_for_domain(domain, group[0].company_name)
+        if company is not None:
+            Contact.objects.filter(pk__in=[c.pk for c in group], company__isnull=True).update(company=company)
+            for c in group:
+                c.company = company
 
 
 def add_tag_many(node, items: Items, journey, runner) -> list[str]:
