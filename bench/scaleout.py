@@ -56,7 +56,7 @@ from ingest import (  # noqa: E402 - the bench directory is not a package
 
 SECTION = "## Scale-out: 1, 2 and 4 worker processes (bench/scaleout.py)"
 DEFAULT_PG = "postgres://postgres@127.0.0.1:5432/kizuna_bench_scaleout"
-JOURNEY_BATCH = 200  # the engine's default claim (KIZUNA_JOURNEY_BATCH)
+JOURNEY_BATCH = 200  # claim size set for the workers (KIZUNA_JOURNEY_BATCH; PostgreSQL's default is now 1000)
 LOG_TABLES = "events_event, events_pageview, events_session, events_visitor, scoring_scoreentry"
 
 
@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> dict:
     server_desc = fresh_database("postgres", args.pg_url)
     port = free_port()
     env = child_env("postgres", work / "data", args.pg_url, port)
+    env["KIZUNA_JOURNEY_BATCH"] = str(JOURNEY_BATCH)  # several batches for 600 runs, so N workers share them
     (work / "data").mkdir()
     kizuna(env, "init", "-v0")
     key = kizuna(env, "shell", "-c", "from kizuna.events.models import WriteKey; "

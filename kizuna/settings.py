@@ -155,7 +155,10 @@ KIZUNA_EVENT_HANDLERS: list[str] = [
     "kizuna.journeys.triggers.on_events",  # last: sees the scores, stages and segments just changed
 ]
 KIZUNA_EVENT_LANES = config.env_int("KIZUNA_EVENT_LANES", 4)
-KIZUNA_JOURNEY_BATCH = config.env_int("KIZUNA_JOURNEY_BATCH", 200)
+# Enrollments a journey worker claims at once. Set-based steps get cheaper per step with bigger
+# batches; on SQLite a batch holds the one writer lock, so it stays small there.
+KIZUNA_JOURNEY_BATCH = config.env_int(
+    "KIZUNA_JOURNEY_BATCH", 200 if DATABASES["default"]["ENGINE"] == "kizuna.db.sqlite3" else 1000)
 KIZUNA_EVENT_MAX_AGE_DAYS = config.env_int("KIZUNA_EVENT_MAX_AGE_DAYS", 730)
 KIZUNA_EVENT_RETENTION_DAYS = config.env_int("KIZUNA_EVENT_RETENTION_DAYS", 0)  # 0: kept for ever
 KIZUNA_INGEST_GROUP_COMMIT = config.env_bool("KIZUNA_INGEST_GROUP_COMMIT", True)

@@ -149,6 +149,37 @@ def test_entry_rules(world, entry, runs):
     assert Enrollment.objects.filter(journey=j, contact=p).count() == runs
 
 
+@pytest.mark.django_db(transaction=True)
+def test_every_time_enrollments_at_the_same_moment_each_get_their_own_run():
+    if connection.vendor != "postgresql":
+        pytest.skip("two writers at once is a PostgreSQL set-up; SQLite has one writer")
+    world = make_world()
+    j = journey("Twice at once", {"trigger": {"type": "manual"}, "nodes": [
+        {"id": "w", "type": "wait", "duration": {"days": 1}}]}, entry="every_time")
+    people = [contact(world, f"t{i}@example.co.jp") for i in range(300)]
+    ids = [p.pk for p in people]
+    start, errors, made = threading.Barrier(2), [], []
+
+    def enroll() -> None:
+        try:
+            start.wait()
+            made.append(engine.enroll_many(j, ids))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=enroll) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert made == [300, 300]
+    runs = Counter(Enrollment.objects.filter(journey=j).values_list("contact_id", "run"))
+    assert runs == {(pk, run): 1 for pk in ids for run in (1, 2)}
+
+
 @pytest.mark.django_db
 def test_same_trigger_occurrence_enrolls_once(world):
     j = journey("Keyed", {"trigger": {"type": "manual"}, "nodes": [{"id": "x", "type": "exit"}]}, entry="every_time")
@@ -555,3 +586,86 @@ def test_an_edit_by_hand_meets_the_exit_condition_at_once(world):
     update_contact(None, p, {"tags": ["stop"]})
     e = Enrollment.objects.get(journey=j)
     assert (e.state, e.reason, e.due_at) == ("exited", "exit condition", None)
+
+
+def _story(j: Journey, people) -> list:
+    """Per contact, in order: each step's node and note (ids masked), the run's end, and the
+    contact's tags, lists, stage and queued mail."""
+    import re
+
+    out = []
+    for p in people:
+        e = Enrollment.objects.get(journey=j, contact=p)
+        steps = [(s.node, s.key.split(":", 1)[1], re.sub(r"\d+", "#", s.outcome)) for s in e.steps.order_by("id")]
+        p.refresh_from_db()
+        out.append((steps, e.state, e.reason, e.node, e.goal_reached_at is not None,
+                    sorted(p.tags.values_list("name", flat=True)), sorted(p.lists.values_list("name", flat=True)),
+                    p.lifecycle_stage, p.company_id is not None,
+                    Message.objects.filter(contact=p, extra__journey=j.pk).count()))
+    return out
+
+
+@pytest.mark.django_db
+def test_set_based_batches_do_per_enrollment_exactly_what_one_at_a_time_does(world, settings):
+    """The same journey, the same kinds of contacts: one group run one enrollment at a time, the
+    other set-based; step by step and effect by effect they must match."""
+    model = ensure_defaults()
+    mail = template(world, "Welcome")
+    seminar = ContactList.objects.create(name="Seminar")
+    old_list = ContactList.objects.create(name="Old")
+    from kizuna.contacts.models import Contact
+    from kizuna.contacts.services import update_contact
+
+    def graph() -> dict:
+        return _graph(
+            {"id": "t", "type": "add_tag", "tag": "nurtured", "next": "c"},
+            {"id": "c", "type": "condition", "if": {"field": "tag", "op": "has", "value": "vip"},
+             "then": "st", "else": "u"},
+            {"id": "u", "type": "remove_tag", "tag": "cold", "next": "st"},
+            {"id": "st", "type": "set_stage", "stage": "mql", "next": "sc"},
+            {"id": "sc", "type": "score", "model": model.pk, "points": 5, "next": "w"},
+            {"id": "w", "type": "wait", "duration": {"hours": 2}, "next": "m"},
+            {"id": "m", "type": "send_email", "template": mail.pk, "next": "l1"},
+            {"id": "l1", "type": "add_to_list", "list": seminar.pk, "next": "l2"},
+            {"id": "l2", "type": "remove_from_list", "list": old_list.pk, "next": "s"},
+            {"id": "s", "type": "split", "branches": [{"percent": 50, "next": "f"}, {"percent": 50, "next": "g"}]},
+            {"id": "f", "type": "update_field", "field": "job_title", "value": "部長", "next": "g"},
+            {"id": "g", "type": "goal", "name": "touched"})
+
+    def people(prefix: str) -> list:
+        out = []
+        for i in range(12):
+            p = contact(world, f"{prefix}{i}@example.co.jp", lifecycle_stage="mql" if i % 4 == 0 else "lead")
+            tags = [t for t, on in (("cold", i % 2), ("vip", i % 3 == 0), ("stop", i == 7), ("nurtured", i == 5)) if on]
+            if tags:
+                update_contact(None, p, {"tags": tags})
+            if i % 3 == 1:
+                ListMembership.objects.create(contact_list=old_list, contact=p)
+            out.append(p)
+        out.append(Contact.objects.create(email=None, family_name="no email"))  # the mail step skips it
+        return out
+
+    stop = {"field": "tag", "op": "has", "value": "stop"}
+    runs = {}
+    for set_based in (False, True):
+        settings.KIZUNA_JOURNEY_SET_BASED = set_based
+        j = journey(f"Same story {set_based}", graph(), exit_filter=stop)
+        group = people(f"s{int(set_based)}-")
+        with time_machine.travel(START, tick=False):
+            assert engine.enroll_many(j, [p.pk for p in group]) == len(group)
+            engine.tick()
+        with time_machine.travel(START + timedelta(hours=3), tick=False):
+            engine.tick()
+        runs[set_based] = _story(j, group)
+    # The split's bucket depends on the enrollment id: compare what each contact did apart from it.
+    one_by_one, set_based = runs[False], runs[True]
+    for a, b in zip(one_by_one, set_based, strict=True):
+        cut = lambda story: ([s for s in story[0] if s[0] not in {"s", "f"}], *story[1:])  # noqa: E731
+        assert cut(a) == cut(b)
+    assert {s[1] for s in one_by_one} == {"done", "exited"}
+    assert sum(s[-1] for s in set_based) == 11  # twelve contacts, one exited first, one without email
+    first = set_based[1]  # cold, in the old list, not vip
+    assert [s[0] for s in first[0] if s[0] not in {"s", "f"}] == ["t", "c", "u", "st", "sc", "w", "m", "l1", "l2", "g"]
+    assert [s[2] for s in first[0][:3]] == ["updated tags", "condition not met", "updated tags"]
+    assert first[5] == ["nurtured"] and first[6] == ["Seminar"] and first[7] == "mql"
+    assert set_based[7][0] == [] and set_based[7][2] == "exit condition"

@@ -12,6 +12,7 @@ go out later from their own durable queues — so "runs again" never means "sent
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kizuna.contacts.models import Contact
+from kizuna.db import copy
 from kizuna.db.writelock import sqlite_writer
 from kizuna.journeys import graph as graph_mod
 from kizuna.journeys import timing
@@ -116,6 +118,7 @@ def enroll_many(journey: Journey, contact_ids: Iterable[int], *, key=None, now: 
     for offset in range(0, len(ids), 1000):
         part = ids[offset:offset + 1000]
         with sqlite_writer(), transaction.atomic():
+            _lock_entries(journey.pk, part)
             latest: dict[int, tuple[int, str, datetime]] = {}
             for cid, run, state, entered in (Enrollment.objects.filter(journey=journey, contact_id__in=part)
                                              .values_list("contact_id", "run", "state", "entered_at")):
@@ -143,10 +146,29 @@ def enroll_many(journey: Journey, contact_ids: Iterable[int], *, key=None, now: 
                             .values_list("trigger_key", flat=True))
                 rows = [r for r in rows if r.trigger_key not in taken]
             before = Enrollment.objects.filter(journey=journey, contact_id__in=part).count()
-            # A concurrent enrollment of the same contact (same run) or occurrence is skipped here.
+            # The same occurrence enrolled concurrently (trigger_key) is skipped here; runs cannot
+            # collide, _lock_entries made this transaction the only one numbering them.
             Enrollment.objects.bulk_create(rows, ignore_conflicts=True)
             made += Enrollment.objects.filter(journey=journey, contact_id__in=part).count() - before
     return made
+
+
+def _lock_entries(journey_id: int, contact_ids: Sequence[int]) -> None:
+    """Makes this transaction the only one enrolling these contacts in this journey until it ends,
+    so the run numbers read next stay the latest ('every time' twice at once gets runs n and n+1).
+
+    PostgreSQL: transaction advisory locks, one per (journey, contact), taken in key order so two
+    enrollers of overlapping contacts queue instead of deadlocking. SQLite: the writer lock the
+    caller holds already does it."""
+    if connection.vendor != "postgresql" or not contact_ids:
+        return
+    # The two-integer form (journey, contact): a key space of its own, apart from the one-bigint
+    # locks of kizuna.db.locks. Ids past 2**31 share a lock with another contact: a wait, no harm.
+    keys = sorted({int(c) & 0x7FFFFFFF for c in contact_ids})
+    with connection.cursor() as cur:
+        # Volatile functions in the select list are evaluated after the sort: locks go in order.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k ORDER BY k",
+                    [int(journey_id) & 0x7FFFFFFF, keys])
 
 
 def enroll(journey: Journey, contact: Contact, *, key: str | None = None, now: datetime | None = None,
@@ -286,6 +308,143 @@ def finish(e: Enrollment, state: str, reason: str, now: datetime) -> None:
     e.context.pop("wait", None)
 
 
+class BatchRunner(Runner):
+    """Runs a whole batch in rounds: each round checks goal and exit for all open enrollments at
+    once, groups them by (version, step) and executes each step once for its group (actions with
+    a set-based twin in `actions.SET_BASED` in a few statements; the others one by one). Step
+    runs are inserted and enrollments saved together at the end, in the batch's transaction.
+
+    Per enrollment the steps, keys, notes and end states are those of `Runner.run`; only the
+    order between enrollments differs (step by step across the batch instead of one enrollment
+    to the end, then the next)."""
+
+    def endings(self, batch: Sequence[Enrollment]) -> dict[int, tuple[str, str]]:
+        """Enrollment id → (state, reason), as `ending` would say for each, in a query per filter."""
+        out: dict[int, tuple[str, str]] = {}
+        by_journey: dict[int, list[Enrollment]] = {}
+        for e in batch:
+            by_journey.setdefault(e.journey_id, []).append(e)
+        for jid, group in by_journey.items():
+            journey = self.journeys[jid]
+            for tree, state, reason in ((journey.goal_filter, Enrollment.State.DONE, "goal"),
+                                        (journey.exit_filter, Enrollment.State.EXITED, "exit condition")):
+                if not tree:
+                    continue
+                base = Contact.objects.filter(pk__in={e.contact_id for e in group})
+                hit = set(filters.compile_queryset(tree, self.now, self.models, base=base).values_list("pk", flat=True))
+                for e in group:
+                    if e.contact_id in hit and e.pk not in out:
+                        out[e.pk] = (state, reason)
+        return out
+
+    def run_all(self, batch: Sequence[Enrollment]) -> int:
+        self.steps = []
+        for e in batch:
+            if e.state == WAITING:
+                self._wait_over(e, self.versions[e.version_id])
+        done: dict[int, int] = {e.pk: 0 for e in batch}
+        active = [e for e in batch if e.state == ACTIVE]
+        while active:
+            ready: list[Enrollment] = []
+            checks = [e for e in active if e.node and e.contact_id in self.contacts]
+            ended = self.endings(checks) if checks else {}
+            for e in active:
+                version = self.versions[e.version_id]
+                if not e.node:
+                    finish(e, Enrollment.State.DONE, "end of the journey", self.now)
+                elif e.contact_id not in self.contacts:
+                    finish(e, Enrollment.State.EXITED, "contact deleted", self.now)
+                elif e.pk in ended:
+                    if ended[e.pk][1] == "goal":
+                        e.goal_reached_at = self.now
+                    finish(e, *ended[e.pk], self.now)
+                elif version.node(e.node) is None:
+                    finish(e, Enrollment.State.FAILED,
+                           f"step {e.node!r} is missing from version {version.number}", self.now)
+                elif done[e.pk] >= MAX_STEPS_PER_RUN:
+                    e.due_at = self.now  # yield to others; the next claim continues
+                else:
+                    ready.append(e)
+            groups: dict[tuple[int, str], list[Enrollment]] = {}
+            for e in ready:
+                groups.setdefault((e.version_id, e.node), []).append(e)
+            for (vid, node_id), group in groups.items():
+                self._step(self.versions[vid].node(node_id), group)
+                for e in group:
+                    done[e.pk] += 1
+            active = [e for e in ready if e.state == ACTIVE]
+        # A key already taken raises here: the savepoint goes, and the batch runs one by one.
+        if connection.vendor == "postgresql":
+            copy.insert_rows(StepRun, ("enrollment_id", "node", "key", "outcome", "at"),
+                             ((s.enrollment_id, s.node, s.key, s.outcome, s.at) for s in self.steps))
+        else:
+            StepRun.objects.bulk_create(self.steps, batch_size=500)
+        for e in batch:
+            e.updated_at = self.now
+        save_enrollments(batch)
+        return sum(done.values())
+
+    def _step(self, node: dict, group: list[Enrollment]) -> None:
+        """Executes one node for every enrollment of the group and moves each on."""
+        from kizuna.journeys import actions
+
+        keys = []
+        for e in group:
+            visits = e.context.setdefault("visits", {})
+            visits[node["id"]] = visit = visits.get(node["id"], 0) + 1
+            keys.append((f"{e.pk}:{node['id']}:{visit}", visit))
+        kind = node["type"]
+        many = actions.SET_BASED.get(actions.ACTIONS.get(kind))
+        if many is not None:
+            journey = self.journeys[group[0].journey_id]
+            notes = many(node, [(e, self.contacts[e.contact_id], k) for e, (k, _v) in zip(group, keys, strict=True)],
+                         journey, self)
+            outcomes = [Outcome(note, next=node.get("next")) for note in notes]
+        elif kind == "condition":
+            base = Contact.objects.filter(pk__in={e.contact_id for e in group})
+            yes = set(filters.compile_queryset(node["if"], self.now, self.models, base=base)
+                      .values_list("pk", flat=True))
+            outcomes = [Outcome("condition met", next=node.get("then")) if e.contact_id in yes
+                        else Outcome("condition not met", next=node.get("else")) for e in group]
+        else:
+            outcomes = [execute(node, e, self.contacts[e.contact_id], self.journeys[e.journey_id], self, key)
+                        for e, (key, _v) in zip(group, keys, strict=True)]
+        for e, (key, visit), outcome in zip(group, keys, outcomes, strict=True):
+            self.steps.append(StepRun(enrollment=e, node=node["id"], key=key, outcome=outcome.note[:300], at=self.now))
+            if outcome.end:
+                finish(e, outcome.end, outcome.note, self.now)
+            elif outcome.wait_until is not None:
+                e.state, e.due_at = WAITING, outcome.wait_until
+                if outcome.wait_event:
+                    e.waiting_for = outcome.wait_event["event"]
+                    e.context["wait"] = {**outcome.wait_event, "since": self.now.isoformat(), "visit": visit}
+            else:
+                e.node = outcome.next or ""
+
+
+SAVED = ("state", "node", "due_at", "waiting_for", "context", "reason", "goal_reached_at", "ended_at", "updated_at")
+
+
+def save_enrollments(batch: Sequence[Enrollment]) -> None:
+    """Writes the batch's enrollments back: on PostgreSQL COPY into a temporary table and one
+    UPDATE … FROM it, elsewhere Django's bulk_update."""
+    if connection.vendor != "postgresql":
+        Enrollment.objects.bulk_update(batch, SAVED, batch_size=500)
+        return
+    table = Enrollment._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS journey_enrollment_save (id bigint, state varchar, "
+                    "node varchar, due_at timestamptz, waiting_for varchar, context jsonb, reason varchar, "
+                    "goal_reached_at timestamptz, ended_at timestamptz, updated_at timestamptz) ON COMMIT DELETE ROWS")
+        cur.execute("DELETE FROM journey_enrollment_save")
+        with cur.cursor.copy(f"COPY journey_enrollment_save ({', '.join(('id', *SAVED))}) FROM STDIN") as rows:
+            for e in batch:
+                rows.write_row((e.pk, e.state, e.node, e.due_at, e.waiting_for, json.dumps(e.context), e.reason,
+                                e.goal_reached_at, e.ended_at, e.updated_at))
+        cur.execute(f"UPDATE {table} AS e SET {', '.join(f'{f} = v.{f}' for f in SAVED)} "
+                    "FROM journey_enrollment_save AS v WHERE e.id = v.id")
+
+
 def _bucket(e: Enrollment, node_id: str) -> int:
     """0–99, fixed per enrollment and step: a retried split takes the same branch."""
     return int(hashlib.sha256(f"{e.pk}:{node_id}".encode()).hexdigest()[:8], 16) % 100
@@ -335,34 +494,51 @@ def batch_size() -> int:
     return getattr(settings, "KIZUNA_JOURNEY_BATCH", 200)
 
 
+def set_based() -> bool:
+    return getattr(settings, "KIZUNA_JOURNEY_SET_BASED", True)
+
+
 def advance(limit: int | None = None, now: datetime | None = None) -> int:
     """Claims due enrollments and runs their steps; returns the steps executed.
 
-    One transaction for the batch, one savepoint per enrollment: a step that raises rolls back
-    only its own enrollment's work, which is retried, then marked failed."""
+    One transaction for the batch. The batch runs set-based (`BatchRunner`: each step once for
+    all enrollments at it) in a savepoint; if anything in it raises, the savepoint is rolled back
+    and the batch runs again one enrollment at a time, one savepoint each, so a step that raises
+    rolls back only its own enrollment's work, which is retried, then marked failed."""
     now = now or timezone.now()
-    steps = 0
     with sqlite_writer(), transaction.atomic():
         batch = _claim(limit or batch_size(), now)
         if not batch:
             return 0
-        runner = Runner(now, batch)
-        for e in batch:
+        if set_based():
             try:
                 with transaction.atomic():
-                    steps += runner.run(e)
-            except Exception as exc:  # noqa: BLE001 - one bad enrollment must not stop the others
-                log.exception("journey enrollment %s failed at %s", e.pk, e.node)
-                attempts = e.context.get("attempts", 0) + 1
-                if attempts >= MAX_ATTEMPTS:
-                    Enrollment.objects.filter(pk=e.pk).update(
-                        state=Enrollment.State.FAILED, reason=f"{type(exc).__name__}: {exc}"[:300], ended_at=now,
-                        due_at=None, updated_at=now)
-                else:
-                    fresh = Enrollment.objects.get(pk=e.pk)
-                    fresh.context["attempts"] = attempts
-                    fresh.due_at, fresh.reason = now + RETRY_AFTER * attempts, f"retrying: {exc}"[:300]
-                    fresh.save(update_fields=["context", "due_at", "reason"])
+                    return BatchRunner(now, batch).run_all(batch)
+            except Exception:  # noqa: BLE001 - the one-by-one run below isolates the cause
+                log.warning("journey batch of %s fell back to one enrollment at a time", len(batch), exc_info=True)
+                batch = list(Enrollment.objects.filter(pk__in=[e.pk for e in batch]).order_by("due_at", "id"))
+        return _one_by_one(now, batch)
+
+
+def _one_by_one(now: datetime, batch: list[Enrollment]) -> int:
+    steps = 0
+    runner = Runner(now, batch)
+    for e in batch:
+        try:
+            with transaction.atomic():
+                steps += runner.run(e)
+        except Exception as exc:  # noqa: BLE001 - one bad enrollment must not stop the others
+            log.exception("journey enrollment %s failed at %s", e.pk, e.node)
+            attempts = e.context.get("attempts", 0) + 1
+            if attempts >= MAX_ATTEMPTS:
+                Enrollment.objects.filter(pk=e.pk).update(
+                    state=Enrollment.State.FAILED, reason=f"{type(exc).__name__}: {exc}"[:300], ended_at=now,
+                    due_at=None, updated_at=now)
+            else:
+                fresh = Enrollment.objects.get(pk=e.pk)
+                fresh.context["attempts"] = attempts
+                fresh.due_at, fresh.reason = now + RETRY_AFTER * attempts, f"retrying: {exc}"[:300]
+                fresh.save(update_fields=["context", "due_at", "reason"])
     return steps
 
 

@@ -39,6 +39,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from kizuna.contacts.models import Consent, ConsentStatus, Contact
+from kizuna.db import copy
 from kizuna.db.writelock import sqlite_writer
 from kizuna.messaging import compose as composer
 from kizuna.messaging import transports
@@ -106,6 +107,48 @@ def enqueue(
     except IntegrityError:
         return Message.objects.get(idempotency_key=key), False
     return row, True
+
+
+def enqueue_many(
+    rows: Sequence[tuple[Contact, str, dict]], version: TemplateVersion, *, kind: str | None = None,
+    due_at: datetime | None = None,
+) -> list[tuple[Message | None, bool, str]]:
+    """`enqueue` for many (contact, key, extra) at once, for callers that hold a transaction
+    (the journey engine): one query for keys queued already, one INSERT for the rest. Returns
+    (row, created, "") per input, or (None, False, why) where enqueue would raise ValueError.
+    A key inserted meanwhile by someone else raises IntegrityError: the caller's transaction
+    decides (the engine goes back to one mail at a time)."""
+    template = version.template
+    kind = kind or template.kind
+    sender = template.sender
+    if sender is None:
+        return [(None, False, "the template has no sender: choose one before sending")] * len(rows)
+    existing = Message.objects.in_bulk([key for _c, key, _x in rows], field_name="idempotency_key")
+    when = due_at or timezone.now()
+    priority = 10 if kind == MessageKind.TRANSACTIONAL else 0
+    new: list[Message] = []
+    out: list[tuple[Message | None, bool, str]] = []
+    for contact, key, extra in rows:
+        if not contact.email:
+            out.append((None, False, "the contact has no email address"))
+        elif key in existing:
+            out.append((existing[key], False, ""))
+        else:
+            row = Message(idempotency_key=key, contact=contact, to_email=contact.email, version=version,
+                          sender=sender, kind=kind, topic=template.topic, extra=extra or {}, due_at=when,
+                          priority=priority)
+            existing[key] = row
+            new.append(row)
+            out.append((row, True, ""))
+    if new:
+        with sqlite_writer():
+            copy.insert(new)
+        if new[0].pk is None:  # COPY returns no ids: read them back by key
+            ids = dict(Message.objects.filter(idempotency_key__in=[m.idempotency_key for m in new])
+                       .values_list("idempotency_key", "pk"))
+            for m in new:
+                m.pk = ids[m.idempotency_key]
+    return out
 
 
 # --- the journal -----------------------------------------------------------------------------
