@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "kizuna.landing",
     "kizuna.assets",
     "kizuna.privacy",
+    "kizuna.insights",
     "kizuna.web",
 ]
 
@@ -256,6 +257,7 @@ KIZUNA_PERSONAL_DATA: list[str] = [
     "kizuna.landing.personal_data",
     "kizuna.assets.personal_data",
     "kizuna.capture.personal_data",
+    "kizuna.insights.personal_data",
     "kizuna.accounts.personal_data",  # last: the audit entries about the contact
 ]
 

@@ -17,5 +17,6 @@ urlpatterns = [
     path("", include("kizuna.journeys.urls")),
     path("", include("kizuna.assets.urls")),
     path("", include("kizuna.privacy.urls")),
+    path("", include("kizuna.insights.urls")),
     path("api/v1/", api.urls),
 ]

@@ -1,0 +1,443 @@
+"""The numbers behind every insights page. Reads the daily rollups (kizuna/insights/models.py);
+only the per-contact reports (path to conversion, attribution, retention) read raw rows, and
+only those of the contacts that converted, through their per-contact indexes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Min, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from kizuna.contacts.models import Contact, LifecycleStage, Source
+from kizuna.events.models import Event, PageView, Session
+from kizuna.insights.models import (
+    DailyContacts,
+    DailyEvent,
+    DailyFlow,
+    DailyPage,
+    DailySource,
+    DailyStage,
+    PathReach,
+)
+from kizuna.insights.periods import Period, change
+from kizuna.insights.rollups import ANY_PAGE, start_of
+from kizuna.lifecycle.models import Aidma, StageChange, StageSetting
+from kizuna.lifecycle.transitions import ORDER, RANK
+from kizuna.messaging.models import Message
+from kizuna.messaging.reports import summary
+
+
+def _in(period: Period) -> Q:
+    return Q(day__gte=period.start, day__lte=period.end)
+
+
+def _between(field: str, period: Period) -> Q:
+    return Q(**{f"{field}__gte": start_of(period.start), f"{field}__lt": start_of(period.end + timedelta(days=1))})
+
+
+def stage_label(key: str) -> str:
+    return str(LifecycleStage(key).label) if key in LifecycleStage.values else key or "—"
+
+
+def source_label(key: str) -> str:
+    return str(Source(key).label) if key in Source.values else key or "—"
+
+
+# --- funnel -------------------------------------------------------------------------------------
+
+def funnel_stages() -> list[str]:
+    settings = {s.key: s for s in StageSetting.objects.all()}
+    return [s.value for s in ORDER if settings.get(s.value) is None or settings[s.value].in_funnel]
+
+
+def _flows(period: Period, **filters) -> tuple[dict[str, int], dict[str, int]]:
+    """(entered per stage, moved on per stage) in the period, from the transitions rollup."""
+    entered: dict[str, int] = defaultdict(int)
+    moved: dict[str, int] = defaultdict(int)
+    rows = (DailyStage.objects.filter(_in(period), **filters).values("from_stage", "to_stage").order_by()
+            .annotate(n=Sum("n")))
+    for r in rows:
+        entered[r["to_stage"]] += r["n"]
+        if r["from_stage"] in RANK and r["to_stage"] in RANK and RANK[r["to_stage"]] > RANK[r["from_stage"]]:
+            moved[r["from_stage"]] += r["n"]
+    return entered, moved
+
+
+def funnel(period: Period, compare: bool = False) -> dict[str, Any]:
+    """Per funnel stage: contacts in it now, transitions into it in the period, transitions out of it
+    to a later stage (moved on, and that as a share of those that entered), and the ratio of entries
+    into the next funnel stage to entries into this one (stage-to-stage conversion)."""
+    stages = funnel_stages()
+    settings = {s.key: s for s in StageSetting.objects.all()}
+    current = dict(Contact.objects.values_list("lifecycle_stage").order_by().annotate(n=Count("id")))
+    entered, moved = _flows(period)
+    before = _flows(period.previous())[0] if compare else {}
+    rows = []
+    for i, key in enumerate(stages):
+        following = stages[i + 1] if i + 1 < len(stages) else None
+        e = entered.get(key, 0)
+        rows.append({
+            "key": key, "label": stage_label(key), "current": current.get(key, 0), "entered": e,
+            "aidma": settings[key].get_aidma_display() if key in settings else "",
+            "previous": before.get(key, 0) if compare else None,
+            "change": change(e, before.get(key, 0)) if compare else None,
+            "moved_on": moved.get(key, 0),
+            "rate": round(100 * moved.get(key, 0) / e, 1) if e and following else None,
+            "next_rate": round(100 * entered.get(following, 0) / e, 1) if e and following else None,
+        })
+    top = max([r["current"] for r in rows] + [1])
+    for row in rows:
+        row["width"] = round(100 * row["current"] / top, 1)
+    phases = []
+    for phase in Aidma:
+        keys = [k for k, s in settings.items() if s.aidma == phase.value]
+        phases.append({"label": phase.label, "stages": [stage_label(k) for k in keys if k in RANK],
+                       "current": sum(current.get(k, 0) for k in keys)})
+    return {"rows": rows, "phases": phases, "other": current.get(LifecycleStage.OTHER.value, 0)}
+
+
+def buckets(period: Period) -> tuple[str, list[date]]:
+    """Days for up to 92 days, else weeks (Mondays) — so a trend stays readable."""
+    if period.days <= 92:
+        return "day", period.each_day()
+    first = period.start - timedelta(days=period.start.weekday())
+    return "week", [first + timedelta(weeks=i) for i in range((period.end - first).days // 7 + 1)]
+
+
+def _bucket_of(day: date, unit: str) -> date:
+    return day - timedelta(days=day.weekday()) if unit == "week" else day
+
+
+def funnel_trend(period: Period) -> tuple[list[str], list[list[Any]]]:
+    stages = funnel_stages()
+    unit, days = buckets(period)
+    table = {d: dict.fromkeys(stages, 0) for d in days}
+    for r in DailyStage.objects.filter(_in(period), to_stage__in=stages).values("day", "to_stage").order_by() \
+            .annotate(n=Sum("n")):
+        table[_bucket_of(r["day"], unit)][r["to_stage"]] += r["n"]
+    return ([_("Week") if unit == "week" else _("Day"), *[stage_label(s) for s in stages]],
+            [[d.isoformat(), *[table[d][s] for s in stages]] for d in days])
+
+
+def funnel_by(period: Period, field: str) -> tuple[list[str], list[list[Any]]]:
+    """Entries into each funnel stage by the contact's source or first-touch campaign."""
+    stages = funnel_stages()
+    table: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(stages, 0))
+    for r in DailyStage.objects.filter(_in(period), to_stage__in=stages).values(field, "to_stage").order_by() \
+            .annotate(n=Sum("n")):
+        table[r[field]][r["to_stage"]] += r["n"]
+    label = source_label if field == "source" else (lambda k: k or _("(no campaign)"))
+    rows = sorted(([label(k), *[v[s] for s in stages]] for k, v in table.items()), key=lambda r: -sum(r[1:]))
+    return [_("Source") if field == "source" else _("Campaign"), *[stage_label(s) for s in stages]], rows
+
+
+# --- dashboard pieces -----------------------------------------------------------------------------
+
+def new_contacts(period: Period) -> list[list[Any]]:
+    rows = DailyContacts.objects.filter(_in(period)).values("source").order_by().annotate(n=Sum("n")).order_by("-n")
+    return [[source_label(r["source"]), r["n"]] for r in rows]
+
+
+def new_contacts_total(period: Period) -> int:
+    return DailyContacts.objects.filter(_in(period)).aggregate(n=Sum("n"))["n"] or 0
+
+
+def hot_leads(limit: int = 10) -> dict[str, Any]:
+    from kizuna.scoring.models import ContactScore, ScoringModel
+
+    model = ScoringModel.objects.filter(active=True).first()
+    if model is None:
+        return {"model": None, "count": 0, "rows": []}
+    hot = ContactScore.objects.filter(model=model, hot=True)
+    return {"model": model, "count": hot.count(),
+            "rows": list(hot.select_related("contact").order_by("-rank_key")[:limit])}
+
+
+def email_trend(period: Period) -> tuple[list[str], list[list[Any]]]:
+    """Per day sent: messages sent, and of them opened and clicked by a person, and opened by a machine only."""
+    unit, days = buckets(period)
+    table = {d: [0, 0, 0, 0] for d in days}
+    rows = (Message.objects.filter(_between("sent_at", period))
+            .annotate(d=TruncDate("sent_at", tzinfo=timezone.get_current_timezone())).values("d").order_by()
+            .annotate(sent=Count("id"), opened=Count("id", filter=Q(opened_at__isnull=False)),
+                      clicked=Count("id", filter=Q(clicked_at__isnull=False)),
+                      machine=Count("id", filter=Q(opened_at__isnull=True, machine_opened_at__isnull=False))))
+    for r in rows:
+        cell = table[_bucket_of(r["d"], unit)]
+        for i, k in enumerate(("sent", "opened", "clicked", "machine")):
+            cell[i] += r[k]
+    return ([_("Week") if unit == "week" else _("Day"), _("Sent"), _("Opened (people)"), _("Clicked (people)"),
+             _("Opened by machines only")], [[d.isoformat(), *table[d]] for d in days])
+
+
+# --- web analytics ----------------------------------------------------------------------------------
+
+def pages(period: Period, order: str = "-views", limit: int = 50, **filters) -> list[dict[str, Any]]:
+    rows = (DailyPage.objects.filter(_in(period), **filters).values("path").order_by()
+            .annotate(views=Sum("views"), entries=Sum("entries"), exits=Sum("exits"), timed=Sum("timed"),
+                      dwell=Sum("dwell_ms")).order_by(order, "path")[:limit])
+    out = []
+    for r in rows:
+        r["avg_dwell"] = round(r["dwell"] / r["timed"] / 1000, 1) if r["timed"] else None
+        r["exit_rate"] = round(100 * r["exits"] / r["views"], 1) if r["views"] else None
+        out.append(r)
+    return out
+
+
+def page_views_total(period: Period) -> int:
+    return DailyPage.objects.filter(_in(period)).aggregate(n=Sum("views"))["n"] or 0
+
+
+def sessions_by(period: Period, field: str, limit: int = 30, exclude_blank: bool = True) -> list[dict[str, Any]]:
+    qs = DailySource.objects.filter(_in(period))
+    if exclude_blank:
+        qs = qs.exclude(**{field: ""})
+    return list(qs.values(field).order_by().annotate(sessions=Sum("sessions"), page_views=Sum("page_views"))
+                .order_by("-sessions", field)[:limit])
+
+
+def sessions_total(period: Period) -> int:
+    return DailySource.objects.filter(_in(period)).aggregate(n=Sum("sessions"))["n"] or 0
+
+
+def campaigns(period: Period, limit: int = 30) -> list[dict[str, Any]]:
+    return list(DailySource.objects.filter(_in(period)).exclude(utm_campaign="")
+                .values("utm_campaign", "utm_source", "utm_medium").order_by()
+                .annotate(sessions=Sum("sessions"), page_views=Sum("page_views"))
+                .order_by("-sessions", "utm_campaign")[:limit])
+
+
+def flow(period: Period, path: str, limit: int = 20) -> dict[str, list[dict[str, Any]]]:
+    """Where visitors went after `path` (empty: they left) and where they came to it from."""
+    qs = DailyFlow.objects.filter(_in(period))
+    after = list(qs.filter(from_path=path).values("to_path").order_by().annotate(n=Sum("n")).order_by("-n")[:limit])
+    before = list(qs.filter(to_path=path).values("from_path").order_by().annotate(n=Sum("n"))
+                  .order_by("-n")[:limit])
+    total = sum(r["n"] for r in after) or 0
+    for r in after:
+        r["share"] = round(100 * r["n"] / total, 1) if total else None
+    return {"next": after, "previous": before}
+
+
+def usage(period: Period, limit: int = 10) -> list[dict[str, Any]]:
+    return list(DailyEvent.objects.filter(_in(period)).values("name").order_by()
+                .annotate(n=Sum("n")).order_by("-n", "name")[:limit])
+
+
+# --- email and journeys ---------------------------------------------------------------------------
+
+def bulk_reports(period: Period, limit: int = 50) -> list[dict[str, Any]]:
+    from kizuna.messaging.models import BulkSend
+
+    sends = BulkSend.objects.filter(_between("created_at", period)).select_related("template")[:limit]
+    return [{"send": s, **summary(s.messages.all())} for s in sends]
+
+
+def template_reports(period: Period, limit: int = 50) -> list[dict[str, Any]]:
+    from kizuna.messaging.models import EmailTemplate
+
+    sent = Message.objects.filter(_between("sent_at", period))
+    ids = list(sent.values_list("version__template", flat=True).order_by().distinct()[:limit])
+    return [{"template": t, **summary(sent.filter(version__template=t))}
+            for t in EmailTemplate.objects.filter(pk__in=ids)]
+
+
+def journey_step_reports(period: Period, limit: int = 100) -> list[dict[str, Any]]:
+    from kizuna.journeys.models import Journey
+
+    sent = Message.objects.filter(_between("sent_at", period)).exclude(extra__journey=None)
+    pairs = list(sent.values_list("extra__journey", "extra__step").order_by().distinct()[:limit])
+    names = dict(Journey.objects.filter(pk__in={j for j, _s in pairs if isinstance(j, int)})
+                 .values_list("pk", "name"))
+    rows = [{"journey": names.get(j, f"#{j}"), "journey_id": j, "step": s,
+             **summary(sent.filter(extra__journey=j, extra__step=s))} for j, s in pairs]
+    return sorted(rows, key=lambda r: (str(r["journey"]), str(r["step"])))
+
+
+# --- conversions: path to conversion, attribution ---------------------------------------------------
+
+def conversions(period: Period, stage: str = "", event: str = "") -> dict[int, datetime]:
+    """Each contact that reached the stage (or did the tracked event) in the period, with when it first did."""
+    if stage:
+        qs = StageChange.objects.filter(_between("at", period), to_stage=stage).values("contact_id") \
+            .order_by().annotate(at=Min("at"))
+    else:
+        qs = Event.objects.filter(_between("occurred_at", period), type="track", name=event, bot="") \
+            .exclude(contact=None).values("contact_id").order_by().annotate(at=Min("occurred_at"))
+    return {r["contact_id"]: r["at"] for r in qs}
+
+
+def _per_contact(model, time_field: str, converted: dict[int, datetime], days: int, fields: list[str]):
+    """Rows of `model` of the converted contacts from `days` before their conversion up to it."""
+    ids = sorted(converted)
+    for i in range(0, len(ids), 2000):
+        batch = ids[i:i + 2000]
+        earliest = min(converted[c] for c in batch) - timedelta(days=days)
+        latest = max(converted[c] for c in batch)
+        qs = (model.objects.filter(contact_id__in=batch, **{f"{time_field}__gte": earliest,
+                                                             f"{time_field}__lte": latest})
+              .values("contact_id", time_field, *fields).order_by("contact_id", time_field))
+        for row in qs.iterator(chunk_size=5000):
+            at = converted[row["contact_id"]]
+            if at - timedelta(days=days) <= row[time_field] <= at:
+                yield row
+
+
+def lift_rows(viewed: dict[str, int], converters: int, reach: dict[str, int], base: int,
+              min_contacts: int = 1) -> list[dict[str, Any]]:
+    """lift = P(viewed | converted) / P(viewed | base), best first; paths seen by fewer than
+    `min_contacts` converters are left out (one contact says nothing)."""
+    rows = []
+    for path, n in viewed.items():
+        if n < min_contacts or not converters:
+            continue
+        p_conv = n / converters
+        p_base = reach.get(path, 0) / base if base else 0
+        rows.append({"path": path, "converters": n, "p_converted": round(100 * p_conv, 1),
+                     "p_base": round(100 * p_base, 1), "lift": round(p_conv / p_base, 2) if p_base else None})
+    return sorted(rows, key=lambda r: (-(r["lift"] or 0), -r["converters"], r["path"]))
+
+
+def path_to_conversion(period: Period, *, stage: str = "", event: str = "", days: int = 30,
+                       min_contacts: int = 2) -> dict[str, Any]:
+    """Pages viewed by contacts in the `days` before they converted, ranked by lift over the share of
+    all known contacts with page views that ever viewed the page."""
+    converted = conversions(period, stage, event)
+    seen: dict[int, set[str]] = defaultdict(set)
+    for row in _per_contact(PageView, "occurred_at", converted, days, ["path"]):
+        seen[row["contact_id"]].add(row["path"])
+    viewed: dict[str, int] = defaultdict(int)
+    for paths in seen.values():
+        for path in paths:
+            viewed[path] += 1
+    reach = dict(PathReach.objects.filter(path__in=[*viewed, ANY_PAGE]).values_list("path", "contacts"))
+    base = reach.pop(ANY_PAGE, 0)
+    return {"converters": len(converted), "with_views": len(seen), "base": base,
+            "rows": lift_rows(viewed, len(converted), reach, base, min_contacts)}
+
+
+MODELS = ("first", "last", "linear", "position")
+
+
+def credit(n: int, model: str) -> list[float]:
+    """How one conversion's credit is shared among its n touches, oldest first."""
+    if n <= 0:
+        return []
+    if model == "first":
+        return [1.0] + [0.0] * (n - 1)
+    if model == "last":
+        return [0.0] * (n - 1) + [1.0]
+    if model == "linear" or n == 1:
+        return [1.0 / n] * n
+    if n == 2:
+        return [0.5, 0.5]
+    return [0.4] + [0.2 / (n - 2)] * (n - 2) + [0.4]  # position-based: 40 / 20 / 40
+
+
+def channel_of(session: dict[str, Any]) -> str:
+    return session["source_kind"] or "direct"
+
+
+def attribute(touches: dict[int, list[tuple[str, str]]]) -> dict[str, Any]:
+    """Shares (percent of conversions) per channel and per campaign under each model.
+    `touches` maps a contact to its (channel, campaign) touches, oldest first."""
+    by: dict[str, dict[str, dict[str, float]]] = {"channel": defaultdict(lambda: dict.fromkeys(MODELS, 0.0)),
+                                                   "campaign": defaultdict(lambda: dict.fromkeys(MODELS, 0.0))}
+    counted = [t for t in touches.values() if t]
+    for path in counted:
+        for model in MODELS:
+            for (channel, campaign), share in zip(path, credit(len(path), model), strict=True):
+                by["channel"][channel][model] += share
+                by["campaign"][campaign or ""][model] += share
+    total = len(counted)
+    out: dict[str, Any] = {"conversions": total}
+    for dim, table in by.items():
+        rows = [{"key": key, **{m: round(100 * v[m] / total, 1) for m in MODELS},
+                 **{f"{m}_credit": round(v[m], 4) for m in MODELS}} for key, v in table.items()]
+        out[dim] = sorted(rows, key=lambda r: (-r["linear"], r["key"]))
+    return out
+
+
+def attribution(period: Period, *, stage: str = "", event: str = "", days: int = 90) -> dict[str, Any]:
+    converted = conversions(period, stage, event)
+    touches: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for row in _per_contact(Session, "started_at", converted, days, ["source_kind", "utm_campaign", "bot"]):
+        if not row["bot"]:
+            touches[row["contact_id"]].append((channel_of(row), row["utm_campaign"]))
+    result = attribute(touches)
+    result["converters"] = len(converted)
+    result["without_touches"] = len(converted) - result["conversions"]
+    return result
+
+
+# --- retention ----------------------------------------------------------------------------------------
+
+def _month(at: datetime) -> str:
+    return timezone.localtime(at).strftime("%Y-%m")
+
+
+def retention(period: Period, *, renewal: str = "Renewed", churn: str = "Churned", early_days: int = 30,
+              min_contacts: int = 2) -> dict[str, Any]:
+    """Cohorts of contacts that became customers in the period, by month: how many renewed
+    (a tracked `renewal` event after becoming a customer) and churned (a `churn` event, or moved
+    from customer to "other"), and which tracked events in their first `early_days` go with renewal."""
+    became = conversions(period, stage=LifecycleStage.CUSTOMER)
+    ids = sorted(became)
+    renewed: set[int] = set()
+    churned: set[int] = set()
+    early: dict[int, set[str]] = defaultdict(set)
+    for i in range(0, len(ids), 2000):
+        batch = ids[i:i + 2000]
+        rows = (Event.objects.filter(contact_id__in=batch, type="track", bot="",
+                                     occurred_at__gte=min(became[c] for c in batch))
+                .values_list("contact_id", "name", "occurred_at"))
+        for contact_id, name, at in rows.iterator(chunk_size=5000):
+            if at < became[contact_id]:
+                continue
+            if name == renewal:
+                renewed.add(contact_id)
+            elif name == churn:
+                churned.add(contact_id)
+            elif at <= became[contact_id] + timedelta(days=early_days):
+                early[contact_id].add(name)
+        churned.update(StageChange.objects.filter(contact_id__in=batch, from_stage=LifecycleStage.CUSTOMER,
+                                                  to_stage=LifecycleStage.OTHER).values_list("contact_id", flat=True))
+    cohorts: dict[str, dict[str, int]] = {}
+    for contact_id, at in sorted(became.items(), key=lambda kv: kv[1]):
+        c = cohorts.setdefault(_month(at), {"customers": 0, "renewed": 0, "churned": 0})
+        c["customers"] += 1
+        c["renewed"] += contact_id in renewed
+        c["churned"] += contact_id in churned
+    cohort_rows = [{"month": m, **c, "renewal_rate": round(100 * c["renewed"] / c["customers"], 1),
+                    "churn_rate": round(100 * c["churned"] / c["customers"], 1)} for m, c in cohorts.items()]
+    behaviours = []
+    names = {n for s in early.values() for n in s}
+    total = len(ids)
+    for name in names:
+        did = [c for c in ids if name in early[c]]
+        if len(did) < min_contacts:
+            continue
+        rest = total - len(did)
+        did_rate = sum(c in renewed for c in did) / len(did)
+        rest_rate = (len(renewed) - sum(c in renewed for c in did)) / rest if rest else None
+        behaviours.append({"name": name, "contacts": len(did), "renewal_rate": round(100 * did_rate, 1),
+                           "others_rate": round(100 * rest_rate, 1) if rest_rate is not None else None,
+                           "lift": round(did_rate / rest_rate, 2) if rest_rate else None})
+    behaviours.sort(key=lambda r: (-(r["lift"] or 0), -r["contacts"], r["name"]))
+    return {"customers": total, "renewed": len(renewed & set(ids)), "churned": len(churned & set(ids)),
+            "cohorts": cohort_rows, "behaviours": behaviours}
+
+
+def usage_trend(period: Period, names: list[str]) -> tuple[list[str], list[list[Any]]]:
+    unit, days = buckets(period)
+    table = {d: dict.fromkeys(names, 0) for d in days}
+    for r in DailyEvent.objects.filter(_in(period), name__in=names).values("day", "name").order_by() \
+            .annotate(n=Sum("n")):
+        table[_bucket_of(r["day"], unit)][r["name"]] += r["n"]
+    return [_("Week") if unit == "week" else _("Day"), *names], [[d.isoformat(), *[table[d][n] for n in names]]
+                                                               for d in days]
