@@ -15,6 +15,7 @@ from typing import Any
 from django.http import HttpResponse
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
 
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"]
 
@@ -139,5 +140,5 @@ def respond(request, charts: list[Chart]) -> HttpResponse | None:
     for chart in charts:
         if chart.key == wanted:
             return chart.csv_response() if fmt == "csv" else chart.svg_response()
-    return HttpResponse(f"No chart named “{escape(wanted[:60])}” on this report.", status=404,
+    return HttpResponse(_("No chart named “%(name)s” on this report.") % {"name": wanted[:60]}, status=404,
                         content_type="text/plain; charset=utf-8")

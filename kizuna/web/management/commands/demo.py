@@ -47,6 +47,10 @@ class Command(BaseCommand):
             self.stdout.write("Sending the demo newsletter (captured, not delivered)…")
             self.stdout.write(f"  {generate_demo_email()}")
             self.stdout.write(f"  {ensure_demo_segments()}")
+            from kizuna.insights.demo import generate_demo_insights
+
+            self.stdout.write("Writing a year of history for the insights reports…")
+            self.stdout.write(f"  {generate_demo_insights()}")
         self.stdout.write(self.style.SUCCESS(f"Ready in {time.monotonic() - started:.1f} s."))
         banner = (
             f"\n  Kizuna demo:  http://{host}:{port}/\n"
