@@ -83,7 +83,14 @@ def _bars(chart: Chart, standalone: bool) -> SafeString:
     top = max([_num(r[i]) for r in rows for i in chart.series] + [1])
     parts = [_open(width, height, chart.title, standalone),
              f'<text x="4" y="14" font-weight="bold">{escape(chart.title)}</text>']
-    y = 22
+    if len(chart.series) > 1:  # a legend, top right
+        for j, i in enumerate(chart.series):
+            colour = PALETTE[j % len(PALETTE)]
+            parts.append(f'<rect x="{width - 150}" y="{4 + 12 * j}" width="8" height="8" fill="{colour}"/>'
+                         f'<text x="{width - 138}" y="{12 + 12 * j}">{escape(str(chart.columns[i])[:22])}</text>')
+        height += 12 * len(chart.series)
+        parts[0] = _open(width, height, chart.title, standalone)
+    y = 22 + (12 * len(chart.series) if len(chart.series) > 1 else 0)
     for row in rows:
         label = str(row[0])
         parts.append(f'<text x="4" y="{y + 12}">{escape(label[:34] + ("…" if len(label) > 34 else ""))}</text>')

@@ -63,7 +63,8 @@ def generate_demo_insights(*, seed: int = 5, new_contacts: int = 0) -> str:
             Contact.objects.create(email=f"insights-demo-{seed}-{i}@example.co.jp", family_name=rng.choice(FAMILY),
                                    given_name=rng.choice(GIVEN), lifecycle_stage=stage,
                                    source=rng.choice(["import", "form", "form", "manual", "api"]),
-                                   created_at=now - timedelta(days=rng.randint(30, 400)))
+                                   created_at=now - timedelta(days=rng.choice([rng.randint(0, 29),
+                                                                               rng.randint(30, 400)])))
         busy = set(StageChange.objects.values("contact_id").order_by().annotate(n=Count("id")).filter(n__gt=1)
                    .values_list("contact_id", flat=True))
         made = visits = usage = 0
@@ -72,7 +73,8 @@ def generate_demo_insights(*, seed: int = 5, new_contacts: int = 0) -> str:
             if rank is None:
                 continue
             start = max(contact.created_at, now - timedelta(days=365))
-            span = (now - start).total_seconds()
+            # Where the contact is now it reached at some point of its history, not necessarily lately.
+            span = (now - start).total_seconds() * rng.uniform(0.15, 1.0)
             times = sorted(start + timedelta(seconds=rng.uniform(0, span)) for _ in range(rank + 1))
             StageChange.objects.filter(contact=contact).delete()
             for k, at in enumerate(times):
