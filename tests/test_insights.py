@@ -111,13 +111,15 @@ def test_rollups_are_incremental_idempotent_and_equal_to_a_rebuild():
     first = sorted(DailyPage.objects.values_list("day", "path", "views", "timed", "dwell_ms"))
     rollups.update()  # nothing new: nothing changes
     assert sorted(DailyPage.objects.values_list("day", "path", "views", "timed", "dwell_ms")) == first
-    visit(None, DAY + timedelta(days=1), [("/a", 3000, True)])
+    visit(contact("inc"), DAY + timedelta(days=1), [("/a", 3000, True)])
     # A later engagement measures the exit page of the first visit: the day is recomputed.
     PageView.objects.filter(path="/b").update(dwell_ms=5000, measured=True)
     event("Page Engaged", None, DAY + timedelta(minutes=5))
     rollups.update()
     incremental = sorted(DailyPage.objects.values_list("day", "path", "views", "timed", "dwell_ms"))
     assert (DAY.date(), "/b", 1, 1, 5000) in incremental
+    assert list(ContactPage.objects.values_list("path", "views")) == [("/a", 1)]  # per contact, incrementally
+    assert dict(PathReach.objects.values_list("path", "contacts")) == {"": 1, "/a": 1}
     flows = sorted(DailyFlow.objects.values_list("day", "from_path", "to_path", "n"))
     rollups.rebuild()
     assert sorted(DailyPage.objects.values_list("day", "path", "views", "timed", "dwell_ms")) == incremental

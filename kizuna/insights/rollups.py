@@ -200,7 +200,13 @@ def update() -> dict[str, int]:
         state = _state("contact_pages")
         new = Event.objects.filter(pk__gt=state.last_id).exclude(contact=None)
         top = Event.objects.filter(pk__gt=state.last_id).aggregate(top=Max("pk"))["top"]
-        if top is not None:
+        if top is not None and state.last_id == 0:  # the first pass: all contacts at once, not one by one
+            ContactPage.objects.all().delete()
+            rebuild_contact_pages()
+            refresh_reach()
+            done["contact_pages"] = ContactPage.objects.count()
+            RollupState.objects.filter(name="contact_pages").update(last_id=top, updated_at=timezone.now())
+        elif top is not None:
             contacts = set(new.filter(pk__lte=top).values_list("contact_id", flat=True).distinct())
             recompute_contacts(contacts)
             done["contact_pages"] = len(contacts)
