@@ -221,7 +221,9 @@ def test_retention_cohorts_and_early_behaviours():
     for n in "ABE":
         event("Renewed", people[n], DAY + timedelta(days=360))
     event("Churned", people["C"], DAY + timedelta(days=300))
-    data = reports.retention(Period(date(2026, 9, 1), date(2026, 11, 30)), min_contacts=2)
+    period = Period(date(2026, 9, 1), date(2026, 11, 30))
+    rollups.update()
+    data = reports.retention(period, min_contacts=2)
     assert data["customers"] == 5 and data["renewed"] == 3 and data["churned"] == 1
     assert data["cohorts"] == [
         {"month": "2026-10", "customers": 4, "renewed": 2, "churned": 1, "renewal_rate": 50.0, "churn_rate": 25.0},
@@ -229,6 +231,15 @@ def test_retention_cohorts_and_early_behaviours():
     ]
     assert data["behaviours"] == [{"name": "Feature D Used", "contacts": 3, "renewal_rate": 66.7,
                                    "others_rate": 50.0, "lift": 1.33}]
+    # Later: D leaves (Customer → Other) and E's usage arrives; the next pass updates both.
+    stage(people["D"], "customer", "other", DAY + timedelta(days=100))
+    event("Feature D Used", people["E"], DAY + timedelta(days=35))
+    rollups.update()
+    data = reports.retention(period, min_contacts=2)
+    assert data["churned"] == 2 and data["behaviours"][0]["contacts"] == 4
+    before = data
+    rollups.rebuild()
+    assert reports.retention(period, min_contacts=2) == before
 
 
 # --- periods and pages --------------------------------------------------------------------------------------

@@ -120,3 +120,27 @@ class PathReach(models.Model):
 
     path = models.CharField(max_length=1000, unique=True)
     contacts = models.PositiveIntegerField(default=0)
+
+
+class CustomerFact(models.Model):
+    """A contact that became a customer: when first, and when it first left (Customer → Other) after."""
+
+    contact = models.OneToOneField(Contact, on_delete=models.CASCADE, related_name="customer_fact")
+    became_at = models.DateTimeField()
+    left_at = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["became_at"], name="customerfact_became")]
+
+
+class CustomerEvent(models.Model):
+    """The first time a customer did each tracked event (by name) since becoming a customer:
+    renewals, churn and early product usage for the retention report."""
+
+    fact = models.ForeignKey(CustomerFact, on_delete=models.CASCADE, related_name="events")
+    name = models.CharField(max_length=200)
+    first_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["fact", "name"], name="customerevent_unique")]
+        indexes = [models.Index(fields=["name", "fact"], name="customerevent_name")]

@@ -8,14 +8,16 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Min, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, Sum
+from django.db.models.functions import TruncDate, TruncMonth
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from kizuna.contacts.models import Contact, LifecycleStage, Source
 from kizuna.events.models import Event, PageView, Session
 from kizuna.insights.models import (
+    CustomerEvent,
+    CustomerFact,
     DailyContacts,
     DailyEvent,
     DailyFlow,
@@ -377,59 +379,41 @@ def attribution(period: Period, *, stage: str = "", event: str = "", days: int =
 
 # --- retention ----------------------------------------------------------------------------------------
 
-def _month(at: datetime) -> str:
-    return timezone.localtime(at).strftime("%Y-%m")
-
-
 def retention(period: Period, *, renewal: str = "Renewed", churn: str = "Churned", early_days: int = 30,
               min_contacts: int = 2) -> dict[str, Any]:
     """Cohorts of contacts that became customers in the period, by month: how many renewed
     (a tracked `renewal` event after becoming a customer) and churned (a `churn` event, or moved
-    from customer to "other"), and which tracked events in their first `early_days` go with renewal."""
-    became = conversions(period, stage=LifecycleStage.CUSTOMER)
-    ids = sorted(became)
-    renewed: set[int] = set()
-    churned: set[int] = set()
-    early: dict[int, set[str]] = defaultdict(set)
-    for i in range(0, len(ids), 2000):
-        batch = ids[i:i + 2000]
-        rows = (Event.objects.filter(contact_id__in=batch, type="track", bot="",
-                                     occurred_at__gte=min(became[c] for c in batch))
-                .values_list("contact_id", "name", "occurred_at"))
-        for contact_id, name, at in rows.iterator(chunk_size=5000):
-            if at < became[contact_id]:
-                continue
-            if name == renewal:
-                renewed.add(contact_id)
-            elif name == churn:
-                churned.add(contact_id)
-            elif at <= became[contact_id] + timedelta(days=early_days):
-                early[contact_id].add(name)
-        churned.update(StageChange.objects.filter(contact_id__in=batch, from_stage=LifecycleStage.CUSTOMER,
-                                                  to_stage=LifecycleStage.OTHER).values_list("contact_id", flat=True))
-    cohorts: dict[str, dict[str, int]] = {}
-    for contact_id, at in sorted(became.items(), key=lambda kv: kv[1]):
-        c = cohorts.setdefault(_month(at), {"customers": 0, "renewed": 0, "churned": 0})
-        c["customers"] += 1
-        c["renewed"] += contact_id in renewed
-        c["churned"] += contact_id in churned
-    cohort_rows = [{"month": m, **c, "renewal_rate": round(100 * c["renewed"] / c["customers"], 1),
-                    "churn_rate": round(100 * c["churned"] / c["customers"], 1)} for m, c in cohorts.items()]
+    from customer to "other"), and which tracked events in their first `early_days` go with renewal.
+    Reads the customer rollup (`CustomerFact`, `CustomerEvent`), in a few grouped queries."""
+    facts = CustomerFact.objects.filter(_between("became_at", period))
+    renewed_q = Exists(CustomerEvent.objects.filter(fact_id=OuterRef("pk"), name=renewal))
+    churned_q = Exists(CustomerEvent.objects.filter(fact_id=OuterRef("pk"), name=churn))
+    rows = (facts.annotate(month=TruncMonth("became_at", tzinfo=timezone.get_current_timezone()),
+                           r=renewed_q, c=churned_q)
+            .values("month").order_by("month")
+            .annotate(customers=Count("id"), renewed=Count("id", filter=Q(r=True)),
+                      churned=Count("id", filter=Q(c=True) | Q(left_at__isnull=False))))
+    cohort_rows = [{"month": r["month"].strftime("%Y-%m"), "customers": r["customers"], "renewed": r["renewed"],
+                    "churned": r["churned"], "renewal_rate": round(100 * r["renewed"] / r["customers"], 1),
+                    "churn_rate": round(100 * r["churned"] / r["customers"], 1)} for r in rows]
+    total = sum(r["customers"] for r in cohort_rows)
+    renewed = sum(r["renewed"] for r in cohort_rows)
+    early = (CustomerEvent.objects.filter(_between("fact__became_at", period))
+             .filter(first_at__lte=F("fact__became_at") + timedelta(days=early_days))
+             .exclude(name__in=[renewal, churn])
+             .annotate(r=Exists(CustomerEvent.objects.filter(fact_id=OuterRef("fact_id"), name=renewal)))
+             .values("name").order_by().annotate(did=Count("id"), did_renewed=Count("id", filter=Q(r=True)))
+             .filter(did__gte=min_contacts))
     behaviours = []
-    names = {n for s in early.values() for n in s}
-    total = len(ids)
-    for name in names:
-        did = [c for c in ids if name in early[c]]
-        if len(did) < min_contacts:
-            continue
-        rest = total - len(did)
-        did_rate = sum(c in renewed for c in did) / len(did)
-        rest_rate = (len(renewed) - sum(c in renewed for c in did)) / rest if rest else None
-        behaviours.append({"name": name, "contacts": len(did), "renewal_rate": round(100 * did_rate, 1),
+    for r in early:
+        rest = total - r["did"]
+        did_rate = r["did_renewed"] / r["did"]
+        rest_rate = (renewed - r["did_renewed"]) / rest if rest else None
+        behaviours.append({"name": r["name"], "contacts": r["did"], "renewal_rate": round(100 * did_rate, 1),
                            "others_rate": round(100 * rest_rate, 1) if rest_rate is not None else None,
                            "lift": round(did_rate / rest_rate, 2) if rest_rate else None})
     behaviours.sort(key=lambda r: (-(r["lift"] or 0), -r["contacts"], r["name"]))
-    return {"customers": total, "renewed": len(renewed & set(ids)), "churned": len(churned & set(ids)),
+    return {"customers": total, "renewed": renewed, "churned": sum(r["churned"] for r in cohort_rows),
             "cohorts": cohort_rows, "behaviours": behaviours}
 
 

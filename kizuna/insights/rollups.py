@@ -26,6 +26,8 @@ from kizuna.db.locks import exclusive
 from kizuna.events.models import Event, PageView, Session
 from kizuna.insights.models import (
     ContactPage,
+    CustomerEvent,
+    CustomerFact,
     DailyContacts,
     DailyEvent,
     DailyFlow,
@@ -158,6 +160,46 @@ def recompute_contacts(contact_ids: set[int]) -> None:
         refresh_reach(paths)
 
 
+def recompute_customers(contact_ids: set[int] | None = None) -> int:
+    """`CustomerFact` and `CustomerEvent` of these contacts (all when None) from their stage changes and
+    tracked events. Returns how many customers were written."""
+    customer = "customer"
+    facts = StageChange.objects.filter(to_stage=customer)
+    if contact_ids is not None:
+        facts = facts.filter(contact_id__in=contact_ids)
+    written = 0
+    ids = sorted(contact_ids) if contact_ids is not None else None
+    batches = ([ids[i:i + 1000] for i in range(0, len(ids), 1000)] if ids is not None else [None])
+    for batch in batches:
+        with transaction.atomic():
+            scope = CustomerFact.objects.all() if batch is None else CustomerFact.objects.filter(contact_id__in=batch)
+            scope.delete()
+            rows = facts if batch is None else facts.filter(contact_id__in=batch)
+            became = dict(rows.values("contact_id").order_by().annotate(at=Min("at")).values_list("contact_id", "at"))
+            if not became:
+                continue
+            left = StageChange.objects.filter(from_stage=customer, to_stage="other")
+            if batch is not None:
+                left = left.filter(contact_id__in=batch)
+            left_at: dict[int, datetime] = {}
+            for contact_id, at in left.values_list("contact_id", "at"):
+                if contact_id in became and at >= became[contact_id] and (
+                        contact_id not in left_at or at < left_at[contact_id]):
+                    left_at[contact_id] = at
+            CustomerFact.objects.bulk_create([CustomerFact(contact_id=c, became_at=at, left_at=left_at.get(c))
+                                              for c, at in became.items()], batch_size=5000)
+            written += len(became)
+            events = (Event.objects.filter(type="track", bot="", contact__customer_fact__isnull=False,
+                                           occurred_at__gte=F("contact__customer_fact__became_at"))
+                      .values("contact__customer_fact", "name").order_by().annotate(first=Min("occurred_at")))
+            if batch is not None:
+                events = events.filter(contact_id__in=batch)
+            CustomerEvent.objects.bulk_create([CustomerEvent(fact_id=r["contact__customer_fact"], name=r["name"][:200],
+                                                             first_at=r["first"]) for r in events.iterator(5000)],
+                                              batch_size=5000)
+    return written
+
+
 def refresh_reach(paths: set[str] | None = None) -> None:
     """Counts of contacts per path (all paths when None), and of contacts with any page view."""
     with transaction.atomic():
@@ -211,6 +253,22 @@ def update() -> dict[str, int]:
             recompute_contacts(contacts)
             done["contact_pages"] = len(contacts)
             RollupState.objects.filter(name="contact_pages").update(last_id=top, updated_at=timezone.now())
+        state = _state("customers")
+        seen_events = _state("customers_events").last_id
+        top = StageChange.objects.aggregate(top=Max("pk"))["top"] or 0
+        event_top = Event.objects.aggregate(top=Max("pk"))["top"] or 0
+        if state.last_id == 0 and top:
+            done["customers"] = recompute_customers()
+        elif top > state.last_id or event_top > seen_events:
+            touched = set(StageChange.objects.filter(pk__gt=state.last_id).values_list("contact_id", flat=True))
+            touched |= set(Event.objects.filter(pk__gt=seen_events, pk__lte=event_top, type="track")
+                           .filter(contact__customer_fact__isnull=False)
+                           .values_list("contact_id", flat=True).distinct())
+            if touched:
+                done["customers"] = recompute_customers(touched)
+        RollupState.objects.filter(name="customers").update(last_id=top, updated_at=timezone.now())
+        RollupState.objects.update_or_create(name="customers_events", defaults={"last_id": event_top,
+                                                                                "updated_at": timezone.now()})
     return done
 
 
@@ -239,6 +297,12 @@ def rebuild() -> dict[str, int]:
         done["contact_pages"] = ContactPage.objects.count()
         RollupState.objects.update_or_create(name="contact_pages", defaults={"last_id": top,
                                                                              "updated_at": timezone.now()})
+        stage_top = StageChange.objects.aggregate(top=Max("pk"))["top"] or 0
+        done["customers"] = recompute_customers()
+        RollupState.objects.update_or_create(name="customers", defaults={"last_id": stage_top,
+                                                                         "updated_at": timezone.now()})
+        RollupState.objects.update_or_create(name="customers_events", defaults={"last_id": top,
+                                                                                "updated_at": timezone.now()})
     return done
 
 
