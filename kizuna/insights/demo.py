@@ -60,11 +60,11 @@ def generate_demo_insights(*, seed: int = 5, new_contacts: int = 0) -> str:
     with transaction.atomic():
         for i in range(new_contacts):
             stage = rng.choices(stages, weights=[15, 40, 15, 10, 6, 12, 2])[0]
+            age = rng.choice([rng.randint(0, 29), rng.randint(200, 400), rng.randint(30, 400)])
             Contact.objects.create(email=f"insights-demo-{seed}-{i}@example.co.jp", family_name=rng.choice(FAMILY),
                                    given_name=rng.choice(GIVEN), lifecycle_stage=stage,
                                    source=rng.choice(["import", "form", "form", "manual", "api"]),
-                                   created_at=now - timedelta(days=rng.choice([rng.randint(0, 29),
-                                                                               rng.randint(30, 400)])))
+                                   created_at=now - timedelta(days=age))
         busy = set(StageChange.objects.values("contact_id").order_by().annotate(n=Count("id")).filter(n__gt=1)
                    .values_list("contact_id", flat=True))
         made = visits = usage = 0
@@ -96,7 +96,7 @@ def generate_demo_insights(*, seed: int = 5, new_contacts: int = 0) -> str:
                     if at < now:
                         _track(contact, rng.choice(["Feature A Used", "Report Exported", "Dashboard Viewed"]), at, n)
                         usage += 1
-                later = became + timedelta(days=rng.randint(150, 200))
+                later = became + timedelta(days=rng.randint(45, 120))
                 if later < now:
                     if rng.random() < (0.8 if feature else 0.4):
                         _track(contact, "Renewed", later, 0)
