@@ -303,16 +303,29 @@ def _conversion_sql(period: Period, stage: str, event: str) -> tuple[str, list[A
 
 
 def _joined(period: Period, stage: str, event: str, days: int, table: str, time_field: str, fields: str,
-            where: str = "") -> list[tuple]:
+            extra: str = "") -> list[tuple]:
     """On PostgreSQL, the rows of `table` in each converter's window, joined in the database: one
     statement instead of a round of per-contact reads and a filter in Python."""
     conv, params = _conversion_sql(period, stage, event)
     with connection.cursor() as cur:
+        # A nested loop over the converters, each reading its window from the per-contact index: the
+        # planner, misjudging how many converters there are, would otherwise scan the whole table.
+        # (MATERIALIZED and OFFSET 0 keep it from flattening the lateral read into a hash join.)
         window = f"t.{time_field} >= conv.at - %s AND t.{time_field} <= conv.at"
-        cur.execute(f"WITH conv AS ({conv}) SELECT t.contact_id, {fields} FROM conv JOIN {table} t "  # noqa: S608
-                    f"ON t.contact_id = conv.contact_id AND {window} {where} ORDER BY t.contact_id, t.{time_field}",
+        cur.execute(f"WITH conv AS MATERIALIZED ({conv}) SELECT conv.contact_id, {fields} FROM conv "  # noqa: S608
+                    f"CROSS JOIN LATERAL (SELECT * FROM {table} t WHERE t.contact_id = conv.contact_id AND {window} "
+                    f"{extra} OFFSET 0) t ORDER BY conv.contact_id, t.{time_field}",
                     [*params, timedelta(days=days)])
         return cur.fetchall()
+
+
+def converter_count(period: Period, stage: str = "", event: str = "") -> int:
+    if connection.vendor != "postgresql":
+        return len(conversions(period, stage, event))
+    conv, params = _conversion_sql(period, stage, event)
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM ({conv}) conv", params)  # noqa: S608
+        return cur.fetchone()[0]
 
 
 def lift_rows(viewed: dict[str, int], converters: int, reach: dict[str, int], base: int,
@@ -334,12 +347,14 @@ def path_to_conversion(period: Period, *, stage: str = "", event: str = "", days
                        min_contacts: int = 2) -> dict[str, Any]:
     """Pages viewed by contacts in the `days` before they converted, ranked by lift over the share of
     all known contacts with page views that ever viewed the page."""
-    converted = conversions(period, stage, event)
     seen: dict[int, set[str]] = defaultdict(set)
     if connection.vendor == "postgresql":
+        converters = converter_count(period, stage, event)
         for contact_id, path in _joined(period, stage, event, days, "events_pageview", "occurred_at", "t.path"):
             seen[contact_id].add(path)
     else:
+        converted = conversions(period, stage, event)
+        converters = len(converted)
         for row in _per_contact(PageView, "occurred_at", converted, days, ["path"]):
             seen[row["contact_id"]].add(row["path"])
     viewed: dict[str, int] = defaultdict(int)
@@ -348,8 +363,8 @@ def path_to_conversion(period: Period, *, stage: str = "", event: str = "", days
             viewed[path] += 1
     reach = dict(PathReach.objects.filter(path__in=[*viewed, ANY_PAGE]).values_list("path", "contacts"))
     base = reach.pop(ANY_PAGE, 0)
-    return {"converters": len(converted), "with_views": len(seen), "base": base,
-            "rows": lift_rows(viewed, len(converted), reach, base, min_contacts)}
+    return {"converters": converters, "with_views": len(seen), "base": base,
+            "rows": lift_rows(viewed, converters, reach, base, min_contacts)}
 
 
 MODELS = ("first", "last", "linear", "position")
@@ -395,19 +410,21 @@ def attribute(touches: dict[int, list[tuple[str, str]]]) -> dict[str, Any]:
 
 
 def attribution(period: Period, *, stage: str = "", event: str = "", days: int = 90) -> dict[str, Any]:
-    converted = conversions(period, stage, event)
     touches: dict[int, list[tuple[str, str]]] = defaultdict(list)
     if connection.vendor == "postgresql":
+        converters = converter_count(period, stage, event)
         for contact_id, kind, campaign in _joined(period, stage, event, days, "events_session", "started_at",
-                                                  "t.source_kind, t.utm_campaign", "WHERE t.bot = ''"):
+                                                  "t.source_kind, t.utm_campaign", "AND t.bot = ''"):
             touches[contact_id].append((kind or "direct", campaign))
     else:
+        converted = conversions(period, stage, event)
+        converters = len(converted)
         for row in _per_contact(Session, "started_at", converted, days, ["source_kind", "utm_campaign", "bot"]):
             if not row["bot"]:
                 touches[row["contact_id"]].append((channel_of(row), row["utm_campaign"]))
     result = attribute(touches)
-    result["converters"] = len(converted)
-    result["without_touches"] = len(converted) - result["conversions"]
+    result["converters"] = converters
+    result["without_touches"] = converters - result["conversions"]
     return result
 
 
