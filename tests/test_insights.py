@@ -313,3 +313,37 @@ def test_contact_pages_are_personal_data():
     c.delete()
     assert not ContactPage.objects.exists()
     assert DailyStage.objects.count() == 0
+
+
+def test_email_reports_per_email_bulk_send_and_journey_step_keep_machines_apart():
+    from kizuna.messaging.models import BulkSend, EmailTemplate, Message, Sender, TemplateVersion
+
+    sender = Sender.objects.create(name="M", from_name="M", from_email="m@k.example", organisation="K",
+                                   postal_address="東京都")
+    template = EmailTemplate.objects.create(name="12月号", sender=sender)
+    version = TemplateVersion.objects.create(template=template, number=1, subject="s", html="<p>x</p>", text="x")
+    bulk = BulkSend.objects.create(name="12月号 配信", template=template, version=version, status="done",
+                                   created_at=DAY)
+
+    def message(n: int, **fields) -> Message:
+        return Message.objects.create(idempotency_key=f"m{n}", to_email=f"m{n}@x.example", version=version,
+                                      sender=sender, status="sent", sent_at=DAY, **fields)
+
+    message(1, bulk=bulk, opened_at=DAY, clicked_at=DAY)  # a person opened and clicked
+    message(2, bulk=bulk, machine_opened_at=DAY, machine_clicked_at=DAY)  # a scanner only
+    message(3, bulk=bulk, bounce="hard")
+    message(4, bulk=bulk, opened_at=DAY, machine_opened_at=DAY)  # both: a person's open
+    message(5, extra={"journey": 7, "step": "welcome"}, opened_at=DAY)
+    message(6, extra={"journey": 7, "step": "welcome"})
+    [per_email] = reports.template_reports(PERIOD)
+    assert per_email["template"] == template and per_email["sent"] == 6 and per_email["delivered"] == 5
+    assert per_email["human_opens"] == 3 and per_email["machine_only_opens"] == 1
+    assert per_email["human_clicks"] == 1 and per_email["machine_only_clicks"] == 1
+    assert per_email["open_rate"] == pytest.approx(3 / 5)
+    [per_send] = reports.bulk_reports(PERIOD)
+    assert per_send["send"] == bulk and per_send["sent"] == 4 and per_send["human_opens"] == 2
+    assert per_send["machine_only_opens"] == 1 and per_send["machine_open_percent"] == 33
+    [step] = reports.journey_step_reports(PERIOD)
+    assert (step["journey"], step["step"], step["sent"], step["human_opens"]) == ("#7", "welcome", 2, 1)
+    cols, rows = reports.email_trend(PERIOD)
+    assert rows[PERIOD.each_day().index(DAY.date())][1:] == [6, 3, 1, 1]

@@ -32,7 +32,7 @@ from kizuna.insights.rollups import ANY_PAGE, start_of
 from kizuna.lifecycle.models import Aidma, StageChange, StageSetting
 from kizuna.lifecycle.transitions import ORDER, RANK
 from kizuna.messaging.models import Message
-from kizuna.messaging.reports import summary
+from kizuna.messaging.reports import counts, derive
 
 
 def _in(period: Period) -> Q:
@@ -235,31 +235,37 @@ def usage(period: Period, limit: int = 10) -> list[dict[str, Any]]:
 # --- email and journeys ---------------------------------------------------------------------------
 
 def bulk_reports(period: Period, limit: int = 50) -> list[dict[str, Any]]:
+    """Bulk sends created in the period, each with messaging's summary (one grouped query for all)."""
     from kizuna.messaging.models import BulkSend
 
-    sends = BulkSend.objects.filter(_between("created_at", period)).select_related("template")[:limit]
-    return [{"send": s, **summary(s.messages.all())} for s in sends]
+    sends = list(BulkSend.objects.filter(_between("created_at", period)).select_related("template")[:limit])
+    grouped = {r.pop("bulk"): r for r in Message.objects.filter(bulk__in=sends).values("bulk").order_by()
+               .annotate(**counts())}
+    empty = dict.fromkeys(counts(), 0)
+    return [{"send": s, **derive(dict(grouped.get(s.pk, empty)))} for s in sends]
 
 
 def template_reports(period: Period, limit: int = 50) -> list[dict[str, Any]]:
+    """Per email template: the summary of its messages sent in the period."""
     from kizuna.messaging.models import EmailTemplate
 
-    sent = Message.objects.filter(_between("sent_at", period))
-    ids = list(sent.values_list("version__template", flat=True).order_by().distinct()[:limit])
-    return [{"template": t, **summary(sent.filter(version__template=t))}
-            for t in EmailTemplate.objects.filter(pk__in=ids)]
+    rows = list(Message.objects.filter(_between("sent_at", period)).values("version__template").order_by()
+                .annotate(**counts()).order_by("-sent")[:limit])
+    names = EmailTemplate.objects.in_bulk([r["version__template"] for r in rows])
+    return [{"template": names.get(r.pop("version__template")), **derive(r)} for r in rows]
 
 
 def journey_step_reports(period: Period, limit: int = 100) -> list[dict[str, Any]]:
+    """Per journey step that sends email: the summary of its messages sent in the period."""
     from kizuna.journeys.models import Journey
 
-    sent = Message.objects.filter(_between("sent_at", period)).exclude(extra__journey=None)
-    pairs = list(sent.values_list("extra__journey", "extra__step").order_by().distinct()[:limit])
-    names = dict(Journey.objects.filter(pk__in={j for j, _s in pairs if isinstance(j, int)})
-                 .values_list("pk", "name"))
-    rows = [{"journey": names.get(j, f"#{j}"), "journey_id": j, "step": s,
-             **summary(sent.filter(extra__journey=j, extra__step=s))} for j, s in pairs]
-    return sorted(rows, key=lambda r: (str(r["journey"]), str(r["step"])))
+    rows = list(Message.objects.filter(_between("sent_at", period)).exclude(extra__journey=None)
+                .values("extra__journey", "extra__step").order_by().annotate(**counts())[:limit])
+    names = dict(Journey.objects.filter(pk__in={r["extra__journey"] for r in rows
+                                                 if isinstance(r["extra__journey"], int)}).values_list("pk", "name"))
+    out = [{"journey": names.get(r["extra__journey"], f"#{r['extra__journey']}"), "journey_id": r.pop("extra__journey"),
+            "step": r.pop("extra__step"), **derive(r)} for r in rows]
+    return sorted(out, key=lambda r: (str(r["journey"]), str(r["step"])))
 
 
 # --- conversions: path to conversion, attribution ---------------------------------------------------
