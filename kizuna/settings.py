@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "kizuna.assets",
     "kizuna.privacy",
     "kizuna.playbooks",
+    "kizuna.insights",
     "kizuna.web",
 ]
 
@@ -260,6 +261,7 @@ KIZUNA_PERSONAL_DATA: list[str] = [
     "kizuna.landing.personal_data",
     "kizuna.assets.personal_data",
     "kizuna.capture.personal_data",
+    "kizuna.insights.personal_data",
     "kizuna.accounts.personal_data",  # last: the audit entries about the contact
 ]
 

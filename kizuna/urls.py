@@ -18,5 +18,6 @@ urlpatterns = [
     path("", include("kizuna.assets.urls")),
     path("", include("kizuna.privacy.urls")),
     path("", include("kizuna.playbooks.urls")),
+    path("", include("kizuna.insights.urls")),
     path("api/v1/", api.urls),
 ]

@@ -12,7 +12,9 @@ from django.urls import reverse
 from kizuna.contacts.models import Contact
 from kizuna.events import processing
 from kizuna.events.models import Event
-from kizuna.lifecycle import reports, transitions
+from kizuna.insights import reports, rollups
+from kizuna.insights.periods import Period
+from kizuna.lifecycle import transitions
 from kizuna.lifecycle.models import StageChange, StageRule
 from kizuna.scoring.models import EngagementRule, ScoringModel
 from kizuna.scoring.setup import ensure_defaults
@@ -101,7 +103,8 @@ def test_funnel_counts_entries_and_conversions_and_aidma(model):
     with time_machine.travel(START + timedelta(days=5), tick=False):
         transitions.move([a], "sql", via="manual")
     with time_machine.travel(START + timedelta(days=10), tick=False):
-        data = reports.funnel(30)
+        rollups.rebuild()
+        data = reports.funnel(Period((START - timedelta(days=19)).date(), (START + timedelta(days=10)).date()))
     rows = {r["key"]: r for r in data["rows"]}
     assert rows["mql"]["entered"] == 3 and rows["mql"]["moved_on"] == 1 and rows["mql"]["rate"] == pytest.approx(33.3)
     assert rows["mql"]["current"] == 2 and rows["sql"]["current"] == 1
@@ -127,4 +130,6 @@ def test_settings_page_validates_rules_and_saves_aidma(model, logged_in):
 
     assert StageSetting.objects.get(key="lead").aidma == "attention"
     assert not StageSetting.objects.get(key="mql").in_funnel
-    assert logged_in.get(reverse("lifecycle:funnel")).status_code == 200
+    old = logged_in.get(reverse("lifecycle:funnel") + "?days=30")
+    assert old.status_code == 301 and old["Location"].endswith("/insights/funnel/?days=30")
+    assert logged_in.get(reverse("lifecycle:funnel"), follow=True).status_code == 200

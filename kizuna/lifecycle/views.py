@@ -1,10 +1,11 @@
-"""Funnel and AIDMA report, stage settings with stage rules, and the stage panel on a contact."""
+"""The old funnel address (now in Insights), stage settings with stage rules, and the stage panel on a contact."""
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -14,7 +15,7 @@ from kizuna.accounts.roles import can
 from kizuna.contacts import services
 from kizuna.contacts.models import Contact, LifecycleStage
 from kizuna.contacts.panels import register_contact_panel
-from kizuna.lifecycle import reports, transitions
+from kizuna.lifecycle import transitions
 from kizuna.lifecycle.models import Aidma, StageRule, StageSetting
 
 
@@ -47,11 +48,9 @@ def register_panels() -> None:
 
 @capability_required("contacts.view")
 def funnel(request):
-    try:
-        days = max(1, min(int(request.GET.get("days", 90)), 3650))
-    except ValueError:
-        days = 90
-    return render(request, "lifecycle/funnel.html", {**reports.funnel(days), "periods": [30, 90, 180, 365]})
+    """The funnel moved to Insights; old links and bookmarks (with their ?days=N) land there."""
+    query = request.GET.urlencode()
+    return redirect(reverse("insights:funnel") + (f"?{query}" if query else ""), permanent=True)
 
 
 @capability_required("scoring.manage")

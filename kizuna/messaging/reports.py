@@ -9,8 +9,9 @@ from kizuna.messaging.models import Activity, Message, MessageStatus
 COMPLAINT_LIMIT = 0.003  # Gmail's and Yahoo's bulk-sender limit: 0.3 %
 
 
-def summary(messages: QuerySet[Message]) -> dict:
-    c = messages.aggregate(
+def counts() -> dict:
+    """The aggregate expressions of a summary, for `aggregate()` or, per group, `annotate()`."""
+    return dict(
         queued=Count("id", filter=Q(status__in=[MessageStatus.QUEUED, MessageStatus.HELD, MessageStatus.SENDING])),
         sent=Count("id", filter=Q(status=MessageStatus.SENT)),
         failed=Count("id", filter=Q(status=MessageStatus.FAILED)),
@@ -26,6 +27,14 @@ def summary(messages: QuerySet[Message]) -> dict:
         unsubscribes=Count("id", filter=Q(unsubscribed_at__isnull=False)),
         complaints=Count("id", filter=Q(complained_at__isnull=False)),
     )
+
+
+def summary(messages: QuerySet[Message]) -> dict:
+    return derive(messages.aggregate(**counts()))
+
+
+def derive(c: dict) -> dict:
+    """Rates and shares from the counts (one send's, or one group's of a grouped query)."""
     sent = c["sent"]
     delivered = max(0, sent - c["hard"] - c["soft"])
     c["delivered"] = delivered

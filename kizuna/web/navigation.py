@@ -23,6 +23,7 @@ class MenuItem:
 
 MENU: list[tuple[str, list[MenuItem]]] = [
     (_("Overview"), [
+        MenuItem(_("Insights"), "insights:dashboard", "contacts.view", "insights"),
         MenuItem(_("Dashboard"), "web:home", "contacts.view", ""),
         MenuItem(_("Live events"), "events:live", "tracking.view", "events"),
     ]),
@@ -35,7 +36,6 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Visitors"), "events:visitor_list", "tracking.view", "visitors"),
         MenuItem(_("Visiting companies"), "events:companies", "tracking.view", "visitors/companies"),
         MenuItem(_("Hot leads"), "scoring:hot_leads", "contacts.view", "leads"),
-        MenuItem(_("Funnel"), "lifecycle:funnel", "contacts.view", "reports/funnel"),
     ]),
     (_("Capture"), [
         MenuItem(_("Forms"), "capture:list", "capture.view", "forms"),

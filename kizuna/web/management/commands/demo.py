@@ -57,6 +57,10 @@ class Command(BaseCommand):
             self.stdout.write("Sending the demo newsletter (captured, not delivered)…")
             self.stdout.write(f"  {generate_demo_email()}")
             self.stdout.write(f"  {ensure_demo_segments()}")
+            from kizuna.insights.demo import generate_demo_insights
+
+            self.stdout.write("Writing a year of history for the insights reports…")
+            self.stdout.write(f"  {generate_demo_insights()}")
         if not no_simulate and not Journey.objects.filter(name=FIRST_PLAYBOOK_JOURNEY).exists():
             self.stdout.write(f"Installing the playbooks and simulating {days:g} days of visitors"
                               " (accelerated time, real pipeline, mail captured)…")

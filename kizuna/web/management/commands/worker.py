@@ -9,12 +9,13 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
 log = logging.getLogger("kizuna.worker")
-LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention", "forms")
+LOOPS = ("events", "mail", "handoff", "segments", "journeys", "predictive", "retention", "forms", "insights")
 
 
 class Command(BaseCommand):
     help = ("Run background work: event processing, email sending, hot-lead notices, segment refresh, journeys,"
             " scheduled retraining of predictive scores, retention rules and the event age limit, form submissions,"
+            " the insights rollups,"
             " and the task queue (imports, training).")
 
     def add_arguments(self, parser):
@@ -23,6 +24,7 @@ class Command(BaseCommand):
             "--only", choices=[*LOOPS, "tasks"],
             help="run only one loop: event processing, email sending, hot-lead notices, segment refresh,"
                  " journeys, predictive retraining, retention rules and the event age limit, form submissions,"
+                 " insights rollups,"
                  " or the task queue",
         )
 
@@ -31,6 +33,7 @@ class Command(BaseCommand):
         from kizuna.db import writelock
         from kizuna.events import processing
         from kizuna.handoff import delivery
+        from kizuna.insights import rollups
         from kizuna.journeys import engine as journeys
         from kizuna.messaging import outbox
         from kizuna.privacy import retention
@@ -41,7 +44,8 @@ class Command(BaseCommand):
 
         targets = {"events": processing.run, "mail": outbox.run, "handoff": delivery.run,
                    "segments": membership.run, "journeys": journeys.run,
-                   "predictive": predictive_service.run, "retention": retention.loop, "forms": forms.run}
+                   "predictive": predictive_service.run, "retention": retention.loop, "forms": forms.run,
+                   "insights": rollups.run}
         stop = threading.Event()
         if only in LOOPS:
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
