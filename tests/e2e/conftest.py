@@ -153,3 +153,21 @@ def switch_language(page, code: str) -> None:
     server is shared by the session's tests: a test that switches to Japanese switches back."""
     page.select_option("#lang-select", code)
     page.wait_for_function(f"document.documentElement.lang === '{code}'")
+
+
+SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot into $KIZUNA_SCREENSHOTS, when it is set, to look at."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def kizuna_shell(server, code: str, timeout: float = 600) -> str:
+    """Runs Python in `kizuna shell` against the server's database; returns what it printed."""
+    result = subprocess.run([sys.executable, "-m", "kizuna.cli", "shell", "-c", code], env=server.env,  # noqa: S603
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

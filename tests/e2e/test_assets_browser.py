@@ -15,16 +15,13 @@ from pathlib import Path
 import pytest
 
 from .conftest import login
+from .conftest import shot as _shot
 
 pytestmark = pytest.mark.browser
 SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 def _python(server, code: str) -> subprocess.Popen:

@@ -14,6 +14,8 @@ import pytest
 
 from tests.mailtest import SmtpServer
 
+from .conftest import kizuna_shell as _shell
+
 RECIPIENTS = 20_000
 
 SETUP = """
@@ -42,13 +44,6 @@ send = BulkSend.objects.create(name="Crash " + run, template=template, version=v
 bulk.start(send)
 print(send.pk)
 """
-
-
-def _shell(server, code: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "kizuna.cli", "shell", "-c", code], env=server.env,  # noqa: S603
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def _count(server, bulk_id: int, *statuses: str) -> int:

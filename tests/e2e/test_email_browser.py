@@ -6,20 +6,15 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
 from .conftest import login
+from .conftest import shot as _shot
 
 pytestmark = pytest.mark.browser
-SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 def test_sender_template_preview_bulk_send_and_report(page, kizuna_server):

@@ -19,6 +19,7 @@ import pytest
 from kizuna.events.snippet import tracker_snippet
 
 from .conftest import ADMIN_PASSWORD, login
+from .conftest import shot as _shot
 from .test_ingestion import _wait, _write_key
 from .test_segments_browser import _shell
 
@@ -66,10 +67,6 @@ def _definition(run: str) -> dict:
     }
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 class _Site(http.server.ThreadingHTTPServer):

@@ -5,13 +5,13 @@ funnel address. Screenshots with KIZUNA_SCREENSHOTS."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from .conftest import kizuna_shell as _shell
 from .conftest import login
+from .conftest import shot as _shot
 
 pytestmark = pytest.mark.browser
 SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
@@ -40,17 +40,8 @@ for i, c in enumerate(Contact.objects.filter(email__startswith="insights-demo-")
 """
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
-def _shell(server, code: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "kizuna.cli", "shell", "-c", code], env=server.env,  # noqa: S603
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def test_dashboard_and_reports_on_demo_history(page, kizuna_server):

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from .conftest import kizuna_shell as _shell
 from .conftest import login
+from .conftest import shot as _shot
 
 pytestmark = pytest.mark.browser
 SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
@@ -43,17 +42,8 @@ print(json.dumps({{"mail": mail.pk, "people": people}}))
 """
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
-def _shell(server, code: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "kizuna.cli", "shell", "-c", code], env=server.env,  # noqa: S603
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def _stats_show(page, url: str, selector: str, text: str, timeout: float = 20) -> None:

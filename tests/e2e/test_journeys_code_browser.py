@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from .conftest import ADMIN_PASSWORD, login, switch_language
+from .conftest import shot as _shot
 
 pytestmark = pytest.mark.browser
-SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
 
 SETUP = """
 from datetime import timedelta
@@ -53,10 +52,6 @@ nodes:
 """
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 def test_check_import_and_simulate_a_journey_file(page, browser, kizuna_server):

@@ -7,33 +7,22 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.test_handoff import Receiver
 
+from .conftest import kizuna_shell as _shell
 from .conftest import login
+from .conftest import shot as _shot
 
 pytestmark = pytest.mark.browser
-SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
-def _shell(server, code: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "kizuna.cli", "shell", "-c", code], env=server.env,  # noqa: S603
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def _wait(predicate, timeout: float = 120.0):

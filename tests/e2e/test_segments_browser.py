@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from .conftest import kizuna_shell as _shell
 from .conftest import login
+from .conftest import shot as _shot
 
 pytestmark = pytest.mark.browser
-SHOTS = os.environ.get("KIZUNA_SCREENSHOTS", "")
 
 SETUP = """
 from datetime import timedelta
@@ -50,17 +48,8 @@ for days, members in ((28, 0), (21, 1), (14, 1), (7, 3)):
 """
 
 
-def _shot(page, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
-def _shell(server, code: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "kizuna.cli", "shell", "-c", code], env=server.env,  # noqa: S603
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def _count(page) -> int:
