@@ -58,17 +58,21 @@ def generate_demo_insights(*, seed: int = 5, new_contacts: int = 0) -> str:
     now = timezone.now()
     stages = [s.value for s in ORDER]
     with transaction.atomic():
+        created: list[Contact] = []
         for i in range(new_contacts):
             stage = rng.choices(stages, weights=[15, 40, 15, 10, 6, 12, 2])[0]
             age = rng.choice([rng.randint(0, 29), rng.randint(200, 400), rng.randint(30, 400)])
-            Contact.objects.create(email=f"insights-demo-{seed}-{i}@example.co.jp", family_name=rng.choice(FAMILY),
-                                   given_name=rng.choice(GIVEN), lifecycle_stage=stage,
-                                   source=rng.choice(["import", "form", "form", "manual", "api"]),
-                                   created_at=now - timedelta(days=age))
+            created.append(Contact.objects.create(
+                email=f"insights-demo-{seed}-{i}@example.co.jp", family_name=rng.choice(FAMILY),
+                given_name=rng.choice(GIVEN), lifecycle_stage=stage,
+                source=rng.choice(["import", "form", "form", "manual", "api"]), created_at=now - timedelta(days=age)))
         busy = set(StageChange.objects.values("contact_id").order_by().annotate(n=Count("id")).filter(n__gt=1)
                    .values_list("contact_id", flat=True))
         made = visits = usage = 0
-        for contact in Contact.objects.exclude(pk__in=busy).exclude(lifecycle_stage="other").order_by("pk")[:3000]:
+        # The contacts just made come first, so they get a history however many others there are.
+        others = (Contact.objects.exclude(pk__in=busy).exclude(pk__in=[c.pk for c in created])
+                  .exclude(lifecycle_stage="other").order_by("pk")[:max(0, 3000 - len(created))])
+        for contact in [*created, *others]:
             rank = RANK.get(contact.lifecycle_stage)
             if rank is None:
                 continue
