@@ -35,7 +35,6 @@ import datetime as dt
 import http.client
 import importlib.metadata
 import os
-import platform
 import re
 import resource
 import shutil
@@ -206,14 +205,10 @@ end
 # --- Machine and processes ---------------------------------------------------------------------
 
 def machine() -> dict[str, str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mem_kb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
+    from results import machine as described
+
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split(" [")[0]
-    return {"cpu": model.group(1).strip() if model else platform.machine(), "cores": str(os.cpu_count()),
-            "ram": f"{mem_kb / 1024 / 1024:.0f} GiB", "python": platform.python_version(),
-            "granian": importlib.metadata.version("granian"), "wrk": wrk_version.strip(),
-            "kernel": platform.release()}
+    return {**described(), "granian": importlib.metadata.version("granian"), "wrk": wrk_version.strip()}
 
 
 def ensure_wrk() -> None:

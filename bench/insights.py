@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib.util
 import json
 import os
@@ -47,7 +48,9 @@ KEYWORDS = ["MA ツール 比較", "マーケティングオートメーショ�
 CAMPAIGNS = ["ma-2026", "seminar-12", "newsletter", "whitepaper"]
 
 
+@functools.cache
 def _segments():
+    """bench/segments.py, whose data generator and database helpers this benchmark shares."""
     spec = importlib.util.spec_from_file_location("bench_segments", Path(__file__).with_name("segments.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -58,23 +61,8 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def child_env(pg_url: str, data_dir: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIZUNA_")}
-    env.update({"KIZUNA_DATA_DIR": data_dir, "DJANGO_SETTINGS_MODULE": "kizuna.settings",
-                "KIZUNA_SECRET_KEY": "bench-secret-key-0123456789-0123456789-0123456789",
-                "KIZUNA_EMAIL_URL": "console://", "KIZUNA_LOG_LEVEL": "WARNING", "KIZUNA_DATABASE_URL": pg_url,
-                "PYTHONPATH": str(ROOT)})
-    return env
-
-
-def admin_connect(pg_url: str):
-    import psycopg
-
-    return psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
-
-
 def database_exists(pg_url: str) -> bool:
-    with admin_connect(pg_url) as conn:
+    with _segments().admin_connect(pg_url) as conn:
         return bool(conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [pg_url.rsplit("/", 1)[1]])
                     .fetchone())
 
@@ -83,7 +71,7 @@ def fresh_database(pg_url: str) -> None:
     name = pg_url.rsplit("/", 1)[1]
     if not name.startswith("kizuna_insights_bench"):
         raise SystemExit("the benchmark only drops databases named kizuna_insights_bench…")
-    with admin_connect(pg_url) as conn:
+    with _segments().admin_connect(pg_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
 
@@ -393,7 +381,7 @@ def main() -> None:
         print(json.dumps(result, default=str))
         return
     data_dir = tempfile.mkdtemp(prefix="kizuna-insights-bench-")
-    env = child_env(args.pg, data_dir)
+    env = _segments().child_env(args.pg, data_dir)
     state = ROOT / "var" / f"{args.pg.rsplit('/', 1)[1]}.json"
     options = {"contacts": args.contacts, "events": args.events, "runs": args.runs}
     if not args.fresh and database_exists(args.pg) and state.exists():

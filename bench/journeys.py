@@ -33,9 +33,7 @@ import cProfile
 import datetime as dt
 import json
 import os
-import platform
 import pstats
-import re
 import signal
 import statistics
 import subprocess
@@ -66,12 +64,9 @@ def loadavg() -> str:
 
 
 def machine() -> dict[str, str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mem_kb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
-    return {"cpu": model.group(1).strip() if model else platform.machine(), "cores": str(os.cpu_count()),
-            "ram": f"{mem_kb / 1024 / 1024:.0f} GiB", "python": platform.python_version(),
-            "kernel": platform.release()}
+    from results import machine as described
+
+    return described()
 
 
 # --- set-up --------------------------------------------------------------------------------------

@@ -42,9 +42,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -831,12 +829,9 @@ def _event(model, n: int, contact_id: int, at: dt.datetime, type_: str, name: st
 # --- Report ---------------------------------------------------------------------------------------
 
 def machine() -> dict[str, str]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    mem_kb = int(re.search(r"^MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text(), re.M).group(1))
-    return {"cpu": model.group(1).strip() if model else platform.machine(), "cores": str(os.cpu_count()),
-            "ram": f"{mem_kb / 1024 / 1024:.0f} GiB", "python": platform.python_version(),
-            "kernel": platform.release()}
+    from results import machine as described
+
+    return described()
 
 
 def render(gen: dict, m: dict, info: dict) -> str:

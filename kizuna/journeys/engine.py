@@ -273,22 +273,26 @@ class Runner:
             visits[node["id"]] = visit = visits.get(node["id"], 0) + 1
             key = f"{e.pk}:{node['id']}:{visit}"
             outcome = execute(node, e, contact, journey, self, key)
-            self.steps.append(StepRun(enrollment=e, node=node["id"], key=key, outcome=outcome.note[:300], at=self.now))
             steps += 1
-            if outcome.end:
-                finish(e, outcome.end, outcome.note, self.now)
-            elif outcome.wait_until is not None:
-                e.state, e.due_at = WAITING, outcome.wait_until
-                if outcome.wait_event:
-                    e.waiting_for = outcome.wait_event["event"]
-                    e.context["wait"] = {**outcome.wait_event, "since": self.now.isoformat(), "visit": visit}
-            else:
-                e.node = outcome.next or ""
+            self.record(e, node, key, visit, outcome)
         # A key already taken raises here, inside the enrollment's savepoint: nothing of it stays.
         StepRun.objects.bulk_create(self.steps)
         e.updated_at = self.now
         e.save()
         return steps
+
+    def record(self, e: Enrollment, node: dict, key: str, visit: int, outcome: Outcome) -> None:
+        """Notes the step run and moves the enrollment on as the outcome says: ended, waiting or next node."""
+        self.steps.append(StepRun(enrollment=e, node=node["id"], key=key, outcome=outcome.note[:300], at=self.now))
+        if outcome.end:
+            finish(e, outcome.end, outcome.note, self.now)
+        elif outcome.wait_until is not None:
+            e.state, e.due_at = WAITING, outcome.wait_until
+            if outcome.wait_event:
+                e.waiting_for = outcome.wait_event["event"]
+                e.context["wait"] = {**outcome.wait_event, "since": self.now.isoformat(), "visit": visit}
+        else:
+            e.node = outcome.next or ""
 
     def _wait_over(self, e: Enrollment, version: JourneyVersion) -> None:
         node = version.node(e.node) or {}
@@ -410,16 +414,7 @@ class BatchRunner(Runner):
             outcomes = [execute(node, e, self.contacts[e.contact_id], self.journeys[e.journey_id], self, key)
                         for e, (key, _v) in zip(group, keys, strict=True)]
         for e, (key, visit), outcome in zip(group, keys, outcomes, strict=True):
-            self.steps.append(StepRun(enrollment=e, node=node["id"], key=key, outcome=outcome.note[:300], at=self.now))
-            if outcome.end:
-                finish(e, outcome.end, outcome.note, self.now)
-            elif outcome.wait_until is not None:
-                e.state, e.due_at = WAITING, outcome.wait_until
-                if outcome.wait_event:
-                    e.waiting_for = outcome.wait_event["event"]
-                    e.context["wait"] = {**outcome.wait_event, "since": self.now.isoformat(), "visit": visit}
-            else:
-                e.node = outcome.next or ""
+            self.record(e, node, key, visit, outcome)
 
 
 SAVED = ("state", "node", "due_at", "waiting_for", "context", "reason", "goal_reached_at", "ended_at", "updated_at")

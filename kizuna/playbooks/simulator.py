@@ -44,19 +44,12 @@ from django.test.utils import override_settings
 from django.utils import timezone
 from faker import Faker
 
+from kizuna.events.demo import UAS as BROWSERS
+
 WHITEPAPER_FORM, SEMINAR_FORM = "ma-guide", "seminar-signup"
 KEY_FEATURE = "report-builder"
 KEYWORDS = ["マーケティングオートメーション 比較", "MA ツール 中小企業", "リードナーチャリング 方法",
             "スコアリング 営業 連携", "メール配信 システム 法人", "ステップメール 作り方"]
-BROWSERS = [
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.5 Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.5 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
-    "Safari/537.36 Edg/131.0.0.0",
-]
 PROXY_OPEN = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel)"
 BROWSE = ["", "features/", "features/scoring/", "features/email/", "case-studies/", "blog/lead-nurturing/",
