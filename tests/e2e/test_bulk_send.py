@@ -108,7 +108,7 @@ def test_bulk_send_survives_two_sigkills(kizuna_server, mail_worker):
         _assert_exactly_once(kizuna_server, smtp, bulk_id, run)
     recovered = kizuna_server.query(
         "SELECT COUNT(*) FROM messaging_message WHERE bulk_id = ? AND error LIKE 'recovered%%'", (bulk_id,))[0][0]
-    assert recovered >= 0  # how many the journal settled is reported, not required
+    print(f"messages the send journal settled after the kills: {recovered}")  # reported, not required
 
 
 def test_bulk_send_pause_and_resume(kizuna_server, mail_worker):
