@@ -75,11 +75,17 @@ def test_funnel_counts_entries_moves_and_stage_to_stage_conversion():
     assert rows["mql"]["entered"] == 3 and rows["mql"]["moved_on"] == 2 and rows["mql"]["rate"] == pytest.approx(66.7)
     assert rows["mql"]["next_rate"] == pytest.approx(33.3)
     assert rows["lead"]["current"] == 1 and rows["sql"]["current"] == 1
+    assert rows["lead"]["at_start"] == 0 and rows["mql"]["at_start"] == 0  # nobody was there on 1 September
     # Only what happened in the period counts; the previous period is compared when asked.
     later = reports.funnel(Period(date(2026, 10, 6), date(2026, 10, 31)), compare=True)
     rows = {r["key"]: r for r in later["rows"]}
     assert rows["mql"]["entered"] == 0 and rows["sql"]["entered"] == 1 and rows["customer"]["entered"] == 1
     assert rows["mql"]["previous"] == 3
+    # Three were MQL when the period began (none entered in it); two of them moved on: 66.7%, not
+    # "2 of 0". The share is of the contacts in the stage during the period, so never above 100%.
+    assert rows["mql"]["at_start"] == 3 and rows["mql"]["moved_on"] == 2 and rows["mql"]["rate"] == pytest.approx(66.7)
+    assert rows["lead"]["at_start"] == 1 and rows["lead"]["moved_on"] == 0 and rows["lead"]["rate"] == 0.0
+    assert rows["sql"]["at_start"] == 0 and rows["sql"]["entered"] == 1 and rows["sql"]["rate"] == 0.0
     cols, by_source = reports.funnel_by(PERIOD, "source")
     assert by_source[0][0] == "Form" and by_source[0][cols.index("Lead")] == 4
 

@@ -58,39 +58,50 @@ def funnel_stages() -> list[str]:
     return [s.value for s in ORDER if settings.get(s.value) is None or settings[s.value].in_funnel]
 
 
-def _flows(period: Period, **filters) -> tuple[dict[str, int], dict[str, int]]:
-    """(entered per stage, moved on per stage) in the period, from the transitions rollup."""
+def _flows(where: Q, **filters) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """(entered, moved on to a later stage, left in any direction) per stage, from the transitions
+    rollup rows that `where` selects."""
     entered: dict[str, int] = defaultdict(int)
     moved: dict[str, int] = defaultdict(int)
-    rows = (DailyStage.objects.filter(_in(period), **filters).values("from_stage", "to_stage").order_by()
+    left: dict[str, int] = defaultdict(int)
+    rows = (DailyStage.objects.filter(where, **filters).values("from_stage", "to_stage").order_by()
             .annotate(n=Sum("n")))
     for r in rows:
         entered[r["to_stage"]] += r["n"]
+        if r["from_stage"]:
+            left[r["from_stage"]] += r["n"]
         if r["from_stage"] in RANK and r["to_stage"] in RANK and RANK[r["to_stage"]] > RANK[r["from_stage"]]:
             moved[r["from_stage"]] += r["n"]
-    return entered, moved
+    return entered, moved, left
 
 
 def funnel(period: Period, compare: bool = False) -> dict[str, Any]:
-    """Per funnel stage: contacts in it now, transitions into it in the period, transitions out of it
-    to a later stage (moved on, and that as a share of those that entered), and the ratio of entries
-    into the next funnel stage to entries into this one (stage-to-stage conversion)."""
+    """Per funnel stage: contacts in it now; in it when the period began (now, less the entries since
+    the period's start, plus the departures since); transitions into it in the period; transitions
+    out of it to a later stage (moved on), and that as a share of the contacts that were in the stage
+    during the period (there at the start or entered), so it never passes 100%; and the ratio of
+    entries into the next funnel stage to entries into this one (stage-to-stage conversion)."""
     stages = funnel_stages()
     settings = {s.key: s for s in StageSetting.objects.all()}
     current = dict(Contact.objects.values_list("lifecycle_stage").order_by().annotate(n=Count("id")))
-    entered, moved = _flows(period)
-    before = _flows(period.previous())[0] if compare else {}
+    entered, moved, _left = _flows(_in(period))
+    entered_since, _moved, left_since = _flows(Q(day__gte=period.start))
+    before = _flows(_in(period.previous()))[0] if compare else {}
     rows = []
     for i, key in enumerate(stages):
         following = stages[i + 1] if i + 1 < len(stages) else None
-        e = entered.get(key, 0)
+        e, m = entered.get(key, 0), moved.get(key, 0)
+        at_start = max(0, current.get(key, 0) - entered_since.get(key, 0) + left_since.get(key, 0))
+        # Contacts deleted since, or stages set without a recorded transition, can leave the
+        # reconstruction short; those that moved on were certainly in the stage.
+        were_in = max(at_start + e, m)
         rows.append({
-            "key": key, "label": stage_label(key), "current": current.get(key, 0), "entered": e,
-            "aidma": settings[key].get_aidma_display() if key in settings else "",
+            "key": key, "label": stage_label(key), "current": current.get(key, 0), "at_start": at_start,
+            "entered": e, "aidma": settings[key].get_aidma_display() if key in settings else "",
             "previous": before.get(key, 0) if compare else None,
             "change": change(e, before.get(key, 0)) if compare else None,
-            "moved_on": moved.get(key, 0),
-            "rate": round(100 * moved.get(key, 0) / e, 1) if e and following else None,
+            "moved_on": m,
+            "rate": round(100 * m / were_in, 1) if were_in and following else None,
             "next_rate": round(100 * entered.get(following, 0) / e, 1) if e and following else None,
         })
     top = max([r["current"] for r in rows] + [1])

@@ -114,10 +114,10 @@ def funnel(request):
     camp_cols, camp_rows = reports.funnel_by(period, "campaign")
     trend_cols, trend_rows = reports.funnel_trend(period)
     charts = [
-        Chart("funnel", _("Funnel"), [_("Stage"), _("Contacts now"), _("Entered"), _("Moved on"),
+        Chart("funnel", _("Funnel"), [_("Stage"), _("Contacts now"), _("At the start"), _("Entered"), _("Moved on"),
                                       _("Moved on (%)"), _("Next stage ÷ this stage (%)")],
-              [[r["label"], r["current"], r["entered"], r["moved_on"], r["rate"], r["next_rate"]]
-               for r in data["rows"]], series=[2]),
+              [[r["label"], r["current"], r["at_start"], r["entered"], r["moved_on"], r["rate"], r["next_rate"]]
+               for r in data["rows"]], series=[3]),
         Chart("funnel-trend", _("Funnel over time"), trend_cols, trend_rows, kind="lines",
               series=list(range(1, len(trend_cols)))),
         Chart("funnel-by-source", _("Funnel by source"), src_cols, src_rows, series=[1]),
