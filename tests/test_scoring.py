@@ -154,6 +154,11 @@ def test_caps_per_period_and_negative_rules(model):
     contact = Contact.objects.get(email="cap@example.co.jp")
     pricing = EngagementRule.objects.get(model=model, name="Pricing page viewed")
     assert ScoreEntry.objects.filter(contact=contact, engagement_rule=pricing).count() == 3  # at most 3 a week
+    # For sales, the same reason is one line with its count; the contact's own panel keeps each entry.
+    lines = [r for r in engine.reasons_for(model, contact.pk, now=START, grouped=True) if r["rule"] == pricing.name]
+    assert len(lines) == 1 and lines[0]["times"] == 3 and lines[0]["points"] == 3 * pricing.points
+    assert engine.reason_line(lines[0]) == f"{lines[0]['reason']} ×3"
+    assert len([r for r in engine.reasons_for(model, contact.pk, now=START) if r["rule"] == pricing.name]) == 3
     with time_machine.travel(START + timedelta(days=8), tick=False):
         send([page("c", "/pricing")])  # a new week
         before, _ = score_of(model, "cap@example.co.jp")

@@ -164,7 +164,8 @@ def apply_entries(model: ScoringModel, entries: Sequence[ScoreEntry], *, announc
     if became_hot and announce:
         alerts = LeadAlert.objects.bulk_create([
             LeadAlert(model=model, contact_id=s.contact_id, engagement=round(current_of(model, s, now), 1),
-                      grade=s.grade, reasons=[r["reason"] for r in reasons_for(model, s.contact_id, now=now)[:5]])
+                      grade=s.grade, reasons=[reason_line(r) for r in reasons_for(model, s.contact_id, now=now,
+                                                                                   limit=5, grouped=True)])
             for s in became_hot])
         lead_turned_hot.send(sender=ScoringModel, alerts=alerts)
     scores_changed.send(sender=ScoringModel, model=model, scores=changed)
@@ -220,12 +221,31 @@ def history(model: ScoringModel, contact: Contact, *, days: int = 90, points: in
     return out
 
 
-def reasons_for(model: ScoringModel, contact_id: int, *, limit: int = 10, now: datetime | None = None) -> list[dict]:
-    """What the engagement is made of now: the entries still weighing most after decay."""
+def reasons_for(model: ScoringModel, contact_id: int, *, limit: int = 10, now: datetime | None = None,
+                grouped: bool = False) -> list[dict]:
+    """What the engagement is made of now: the entries still weighing most after decay. `grouped`
+    folds the same rule and reason into one line with its count ("times") and summed points, so a
+    summary for sales says "Form submitted ×3" once instead of filling its few lines with repeats."""
     now = now or timezone.now()
     rows = ScoreEntry.objects.filter(model=model, contact_id=contact_id, kind=ScoreEntry.Kind.ENGAGEMENT).order_by(
         "-at")[:500]
-    weighted = [{"at": e.at, "points": e.points, "rule": e.rule_name, "reason": e.reason,
+    weighted = [{"at": e.at, "points": e.points, "rule": e.rule_name, "reason": e.reason, "times": 1,
                  "now": decay(e.points, e.at, max(now, e.at), model.half_life_days)} for e in rows]
+    if grouped:
+        folded: dict[tuple[str, str], dict] = {}
+        for r in weighted:  # newest first: the first of a group keeps its time
+            same = folded.get((r["rule"], r["reason"]))
+            if same is None:
+                folded[(r["rule"], r["reason"])] = dict(r)
+            else:
+                same["times"] += 1
+                same["points"] += r["points"]
+                same["now"] += r["now"]
+        weighted = list(folded.values())
     weighted.sort(key=lambda r: -abs(r["now"]))
     return weighted[:limit]
+
+
+def reason_line(r: dict) -> str:
+    """One grouped reason as text, for alerts: the reason, and how many times when more than once."""
+    return f"{r['reason']} ×{r['times']}" if r["times"] > 1 else r["reason"]
