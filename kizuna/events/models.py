@@ -13,6 +13,7 @@ import secrets
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from kizuna.contacts.models import Company, Contact
 
@@ -183,7 +184,7 @@ class Event(models.Model):
 class IdentityKind(models.TextChoices):
     ANONYMOUS = "anonymous", _("Anonymous id")
     USER = "user", _("User id")
-    EMAIL = "email", _("Email")
+    EMAIL = "email", pgettext_lazy("channel", "Email")
 
 
 class Identity(models.Model):

@@ -8,7 +8,7 @@ from typing import Any
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext
 
 from kizuna.accounts.permissions import capability_required
 from kizuna.contacts.models import LifecycleStage
@@ -189,7 +189,7 @@ def email(request):
     trend_cols, trend_rows = reports.email_trend(period)
     charts = [
         Chart("email-trend", _("Email performance"), trend_cols, trend_rows, kind="lines", series=[1, 2, 3, 4]),
-        Chart("templates", _("Per email"), [_("Email"), *_email_columns()],
+        Chart("templates", _("Per email"), [pgettext("channel", "Email"), *_email_columns()],
               [[str(r["template"]), *_email_values(r)] for r in reports.template_reports(period)], series=[3, 1]),
         Chart("bulk-sends", _("Per bulk send"), [_("Bulk send"), *_email_columns()],
               [[r["send"].name, *_email_values(r)] for r in reports.bulk_reports(period)], series=[3, 1]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from kizuna.contacts.models import Contact
 
@@ -30,7 +31,8 @@ class Journey(models.Model):
     name = models.CharField(_("name"), max_length=150, unique=True)
     description = models.CharField(_("description"), max_length=500, blank=True)
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.DRAFT)
-    entry = models.CharField(_("entry"), max_length=16, choices=Entry.choices, default=Entry.ONCE)
+    entry = models.CharField(pgettext_lazy("journey", "entry"), max_length=16, choices=Entry.choices,
+                             default=Entry.ONCE)
     # At most one entry in this many days (e.g. a pricing mail at most once in 30 days).
     reentry_days = models.PositiveIntegerField(_("not again within days"), null=True, blank=True)
     # Segment-language trees: leaving on exit, finishing on goal; checked before every step.

@@ -1,11 +1,11 @@
 from django.apps import AppConfig
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class MessagingConfig(AppConfig):
     name = "kizuna.messaging"
     label = "messaging"
-    verbose_name = _("Email")
+    verbose_name = pgettext_lazy("channel", "Email")
 
     def ready(self) -> None:
         from anymail.signals import tracking

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from kizuna.accounts.roles import can
 
@@ -42,7 +43,7 @@ MENU: list[tuple[str, list[MenuItem]]] = [
         MenuItem(_("Landing pages"), "landing:list", "capture.view", "landing-pages"),
         MenuItem(_("Assets"), "assets:list", "capture.view", "assets"),
     ]),
-    (_("Email"), [
+    (pgettext_lazy("channel", "Email"), [
         MenuItem(_("Bulk sends"), "messaging:bulk_list", "email.view", "email/bulk"),
         MenuItem(_("Email templates"), "messaging:template_list", "email.view", "email/templates"),
         MenuItem(_("Outbox"), "messaging:outbox", "email.view", "email/outbox"),
