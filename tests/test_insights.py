@@ -276,7 +276,8 @@ def test_pages_render_with_charts_and_downloads(logged_in, name):
     assert response.status_code == 200
     html = response.content.decode()
     assert "<script>" not in html.split("</nav>", 2)[-1].replace('<script src=', "")  # visitor text is escaped
-    assert "Download CSV" in html and "Download image" in html and "<svg" in html
+    assert "Download CSV" in html and "<svg" in html
+    assert "Download image (SVG)" in html and "Download image (PNG)" in html
     key = html.split('data-chart="', 1)[1].split('"', 1)[0]
     csv = logged_in.get(url, {"start": "2026-09-01", "end": "2026-10-31", "format": "csv", "chart": key, "min": "1"})
     assert csv.status_code == 200 and csv["Content-Type"].startswith("text/csv")

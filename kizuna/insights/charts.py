@@ -2,7 +2,8 @@
 
 A `Chart` is a table (columns and rows) plus how to draw it: bars for a ranking, lines for a
 trend. The same object answers the page (svg()), "Download CSV" (csv_response()) and
-"Download image" (svg_response()), so a chart and its downloads can never disagree.
+"Download image (SVG)" (svg_response(); the PNG link draws that SVG in the browser, app.js), so a
+chart and its downloads can never disagree.
 """
 
 from __future__ import annotations

@@ -62,8 +62,17 @@ def test_dashboard_and_reports_on_demo_history(page, kizuna_server):
     text = Path(download.value.path()).read_text(encoding="utf-8-sig")
     assert text.startswith("Stage,Entered")
     with page.expect_download() as download:
-        page.locator("[data-chart=funnel] >> text=Download image").click()
+        page.locator("[data-chart=funnel] >> text=Download image (SVG)").click()
     assert Path(download.value.path()).read_text().lstrip().startswith("<?xml")
+    # The PNG is drawn by the browser from that SVG at twice its size.
+    svg_width = int(page.locator("[data-chart=funnel] svg").first.get_attribute("width"))
+    with page.expect_download() as download:
+        page.locator("[data-chart=funnel] >> text=Download image (PNG)").click()
+    png = Path(download.value.path()).read_bytes()
+    assert download.value.suggested_filename == "funnel.png" and png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert int.from_bytes(png[16:20], "big") == 2 * svg_width  # the IHDR width
+    if SHOTS:
+        (Path(SHOTS) / "insights-funnel-download.png").write_bytes(png)
     period = "start=2025-12-01&end=2026-12-31"
     for key, heading in REPORTS:
         page.click(f".insights-tabs >> text={heading.split(' analytics')[0] if key == 'web' else heading}")

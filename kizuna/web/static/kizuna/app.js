@@ -93,3 +93,36 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!frame.getAttribute("src")) refresh();
   });
 });
+
+// An [data-png] link turns the chart's own SVG download into a PNG in the browser (twice the size,
+// for slides): fetch the standalone SVG, draw it on a canvas, save the canvas. The SVG goes in as a
+// data: URL, which the CSP's img-src allows and which leaves the canvas readable.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("a[data-png]").forEach((link) => {
+    link.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      fetch(link.dataset.png)
+        .then((r) => r.text())
+        .then((svg) => new Promise((resolve, reject) => {
+          const img = new Image();
+          img.onload = () => resolve(img);
+          img.onerror = reject;
+          img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(svg);
+        }))
+        .then((img) => {
+          const canvas = document.createElement("canvas");
+          canvas.width = img.naturalWidth * 2;
+          canvas.height = img.naturalHeight * 2;
+          const ctx = canvas.getContext("2d");
+          ctx.scale(2, 2);
+          ctx.drawImage(img, 0, 0);
+          const save = document.createElement("a");
+          save.href = canvas.toDataURL("image/png");
+          save.download = link.dataset.filename || "chart.png";
+          document.body.appendChild(save);
+          save.click();
+          save.remove();
+        });
+    });
+  });
+});
