@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -40,6 +40,7 @@ from kizuna.contacts.models import (
     SubscriptionTopic,
 )
 from kizuna.contacts.services import ContactConflict, ContactError, create_contact, save_company, update_contact
+from kizuna.db.loops import repeat
 from kizuna.db.writelock import sqlite_writer
 
 log = logging.getLogger(__name__)
@@ -283,15 +284,13 @@ def retry(submission: Submission) -> None:
 def run(stop: threading.Event, idle_seconds: float = 0.5) -> None:
     """The worker's forms loop: due submissions, and idle rate-limit buckets once a minute."""
     last_prune = 0.0
-    while not stop.is_set():
-        try:
-            done = process_due()
-            if time.monotonic() - last_prune > 60:
-                spam.prune_buckets()
-                last_prune = time.monotonic()
-        except Exception:  # noqa: BLE001 - the loop must survive a lost connection
-            log.exception("forms loop failed")
-            done = 0
-        close_old_connections()
-        if not done:
-            stop.wait(idle_seconds)
+
+    def work() -> int:
+        nonlocal last_prune
+        done = process_due()
+        if time.monotonic() - last_prune > 60:
+            spam.prune_buckets()
+            last_prune = time.monotonic()
+        return done
+
+    repeat(stop, work, idle_seconds=idle_seconds, what="forms loop")

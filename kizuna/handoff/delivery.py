@@ -23,13 +23,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.html import escape
 from django.utils.translation import gettext as _
 
 from kizuna.db.locks import exclusive
+from kizuna.db.loops import repeat
 from kizuna.db.writelock import sqlite_writer
 from kizuna.events.models import Event
 from kizuna.handoff import ssrf
@@ -312,21 +313,19 @@ def run(stop: threading.Event, idle_seconds: float = 1.0) -> None:
     from kizuna.scoring import engine
 
     last_cooling = 0.0
-    while not stop.is_set():
-        try:
-            done = deliver_due()
-            if time.monotonic() - last_cooling > 60:
-                with exclusive("hot-cooling") as mine:  # one worker's pass is enough
-                    for model in ScoringModel.objects.filter(active=True) if mine else []:
-                        with sqlite_writer(), transaction.atomic():
-                            engine.cool_down(model)
-                last_cooling = time.monotonic()
-        except Exception:  # noqa: BLE001 - the loop must survive a lost connection
-            log.exception("hand-off loop failed")
-            done = 0
-        close_old_connections()
-        if not done:
-            stop.wait(idle_seconds)
+
+    def work() -> int:
+        nonlocal last_cooling
+        done = deliver_due()
+        if time.monotonic() - last_cooling > 60:
+            with exclusive("hot-cooling") as mine:  # one worker's pass is enough
+                for model in ScoringModel.objects.filter(active=True) if mine else []:
+                    with sqlite_writer(), transaction.atomic():
+                        engine.cool_down(model)
+            last_cooling = time.monotonic()
+        return done
+
+    repeat(stop, work, idle_seconds=idle_seconds, what="hand-off loop")
 
 
 def sample_facts() -> dict:

@@ -12,17 +12,17 @@ Only one process runs a pass at a time (kizuna/db/locks.py); a second worker ski
 
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import date, datetime, time, timedelta
 
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.db.models import Count, F, Max, Min, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
 from kizuna.db.locks import exclusive
+from kizuna.db.loops import repeat
 from kizuna.events.models import Event, PageView, Session
 from kizuna.insights.models import (
     ContactPage,
@@ -39,7 +39,6 @@ from kizuna.insights.models import (
 )
 from kizuna.lifecycle.models import StageChange
 
-log = logging.getLogger(__name__)
 LOCK = "insights-rollups"
 CHUNK_DAYS = 7  # days recomputed per transaction
 ANY_PAGE = ""  # PathReach row counting contacts with any page view
@@ -322,13 +321,7 @@ def rebuild_contact_pages() -> None:
 
 
 def run(stop: threading.Event, idle_seconds: float = 30.0) -> None:
-    """The worker's rollup loop."""
-    while not stop.is_set():
-        try:
-            update()
-        except Exception:  # noqa: BLE001 - the loop must survive a lost connection
-            log.exception("insights rollup pass failed")
-        close_old_connections()
-        stop.wait(idle_seconds)
+    """The worker's rollup loop: a pass every `idle_seconds`."""
+    repeat(stop, update, idle_seconds=idle_seconds, what="insights rollup pass", steady=True)
 
 

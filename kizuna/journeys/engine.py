@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 
 from kizuna.contacts.models import Contact
 from kizuna.db import copy
+from kizuna.db.loops import repeat
 from kizuna.db.writelock import sqlite_writer
 from kizuna.journeys import graph as graph_mod
 from kizuna.journeys import timing
@@ -637,22 +638,17 @@ def run(stop, idle_seconds: float | None = None) -> None:
     """The worker's journeys loop: segment-change and time triggers, then due steps."""
     import time
 
-    from django.db import close_old_connections
-
     from kizuna.journeys import triggers
 
     idle = idle_seconds if idle_seconds is not None else getattr(settings, "KIZUNA_JOURNEY_IDLE", 0.5)
     last_time_triggers = 0.0
-    while not stop.is_set():
-        done = 0
-        try:
-            done += triggers.poll_segment_changes()
-            if time.monotonic() - last_time_triggers > 30:
-                done += triggers.run_time_triggers()
-                last_time_triggers = time.monotonic()
-            done += advance()
-        except Exception:  # noqa: BLE001 - the loop must survive a lost connection
-            log.exception("journey loop failed")
-        close_old_connections()
-        if not done:
-            stop.wait(idle)
+
+    def work() -> int:
+        nonlocal last_time_triggers
+        done = triggers.poll_segment_changes()
+        if time.monotonic() - last_time_triggers > 30:
+            done += triggers.run_time_triggers()
+            last_time_triggers = time.monotonic()
+        return done + advance()
+
+    repeat(stop, work, idle_seconds=idle, what="journey loop")

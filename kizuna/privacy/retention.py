@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
+from kizuna.db.loops import repeat
 from kizuna.db.writelock import sqlite_writer
 from kizuna.events import retention as event_retention
 from kizuna.privacy import erasure
@@ -125,16 +126,13 @@ def loop(stop, idle_seconds: float = 600.0) -> None:
     """The worker's retention loop, for all old data: every ten minutes it checks whether the
     daily run of these rules is due, and every hour it runs the event log's own pass (next
     months' partitions, the operator's age limit KIZUNA_EVENT_RETENTION_DAYS)."""
-    from django.db import close_old_connections
-
     last_hourly: float | None = None
-    while not stop.is_set():
-        try:
-            if last_hourly is None or time.monotonic() - last_hourly >= event_retention.EVERY_SECONDS:
-                event_retention.maintain()
-                last_hourly = time.monotonic()
-            run_if_due()
-        except Exception:  # noqa: BLE001 - the loop must survive a lost connection
-            log.exception("retention run failed")
-        close_old_connections()
-        stop.wait(idle_seconds)
+
+    def work() -> None:
+        nonlocal last_hourly
+        if last_hourly is None or time.monotonic() - last_hourly >= event_retention.EVERY_SECONDS:
+            event_retention.maintain()
+            last_hourly = time.monotonic()
+        run_if_due()
+
+    repeat(stop, work, idle_seconds=idle_seconds, what="retention run", steady=True)

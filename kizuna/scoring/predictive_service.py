@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.core.cache import cache
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Case, CharField, Q, Value, When
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -41,6 +41,7 @@ from kizuna.accounts.models import AuditLog
 from kizuna.contacts.merge import STAGE_ORDER
 from kizuna.contacts.models import Company, Contact, LifecycleStage, Source
 from kizuna.contacts.reference import PREFECTURE_EN, PREFECTURE_JA, CompanySize, Industry, is_free_mail
+from kizuna.db.loops import repeat
 from kizuna.db.writelock import sqlite_writer
 from kizuna.events.bulk import execute_arrays
 from kizuna.events.models import Event, Session
@@ -546,14 +547,7 @@ def retrain_due(now: datetime | None = None) -> list[PredictiveModel]:
 
 def run(stop: threading.Event, every_seconds: float = SCHEDULE_SECONDS) -> None:
     """The worker's schedule loop for retraining."""
-    while not stop.is_set():
-        try:
-            retrain_due()
-        except Exception:  # noqa: BLE001 - the loop must survive a lost connection
-            log.exception("scheduled retraining failed")
-        finally:
-            close_old_connections()
-        stop.wait(every_seconds)
+    repeat(stop, retrain_due, idle_seconds=every_seconds, what="scheduled retraining", steady=True)
 
 
 # --- words for the page and the command --------------------------------------------------------

@@ -16,22 +16,20 @@ membership: exactly once per change, in order, for journeys to start from.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from kizuna.contacts.models import Contact
 from kizuna.db.locks import exclusive
+from kizuna.db.loops import repeat
 from kizuna.db.writelock import sqlite_writer
 from kizuna.segments import filters
 from kizuna.segments.models import Membership, Segment, SegmentChange, SegmentCount
-
-log = logging.getLogger(__name__)
 
 REFRESH_EVERY = timedelta(minutes=10)
 # Changes no signal announces: a segment that reads these is recomputed when due.
@@ -391,10 +389,4 @@ def _due(segment: Segment, now: datetime) -> bool:
 
 def run(stop: threading.Event, idle_seconds: float = 5.0) -> None:
     """The worker's segment loop."""
-    while not stop.is_set():
-        try:
-            refresh_due()
-        except Exception:  # noqa: BLE001 - the loop must survive a lost connection
-            log.exception("segment refresh failed")
-        close_old_connections()
-        stop.wait(idle_seconds)
+    repeat(stop, refresh_due, idle_seconds=idle_seconds, what="segment refresh", steady=True)
