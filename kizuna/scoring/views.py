@@ -102,7 +102,7 @@ def hot_leads(request):
                 continue
             rows.append({"score": score, "engagement": round(value, 1),
                          "predicted": None if score.predicted is None else round(100 * score.predicted),
-                         "reasons": engine.reasons_for(model, score.contact_id, now=now, limit=3, grouped=True)})
+                         "reasons": engine.reasons_for(model, score.contact_id, now=now, limit=5, grouped=True)})
     predictive = _useful_predictive([model]).get(model.pk) if model is not None else None
     return render(request, "scoring/hot_leads.html", {
         "model": model, "models": ScoringModel.objects.all(), "rows": rows[:100], "band": band,
