@@ -13,7 +13,6 @@ import secrets
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from kizuna.contacts.models import Company, Contact
 
@@ -184,7 +183,7 @@ class Event(models.Model):
 class IdentityKind(models.TextChoices):
     ANONYMOUS = "anonymous", _("Anonymous id")
     USER = "user", _("User id")
-    EMAIL = "email", pgettext_lazy("channel", "Email")
+    EMAIL = "email", _("Email")  # the address
 
 
 class Identity(models.Model):

@@ -58,21 +58,23 @@ def funnel_stages() -> list[str]:
     return [s.value for s in ORDER if settings.get(s.value) is None or settings[s.value].in_funnel]
 
 
-def _flows(where: Q, **filters) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """(entered, moved on to a later stage, left in any direction) per stage, from the transitions
-    rollup rows that `where` selects."""
-    entered: dict[str, int] = defaultdict(int)
-    moved: dict[str, int] = defaultdict(int)
-    left: dict[str, int] = defaultdict(int)
-    rows = (DailyStage.objects.filter(where, **filters).values("from_stage", "to_stage").order_by()
-            .annotate(n=Sum("n")))
+def _flows(period: Period) -> dict[str, dict[str, int]]:
+    """Per stage, from the transitions rollup in one read: `entered` and `moved` on to a later stage
+    within the period; `entered_since` and `left_since` (in any direction) from the period's start
+    until now, which give who was in each stage when the period began."""
+    flows: dict[str, dict[str, int]] = {k: defaultdict(int) for k in ("entered", "moved", "entered_since",
+                                                                     "left_since")}
+    rows = (DailyStage.objects.filter(day__gte=period.start).values("from_stage", "to_stage").order_by()
+            .annotate(since=Sum("n"), within=Sum("n", filter=Q(day__lte=period.end))))
     for r in rows:
-        entered[r["to_stage"]] += r["n"]
-        if r["from_stage"]:
-            left[r["from_stage"]] += r["n"]
-        if r["from_stage"] in RANK and r["to_stage"] in RANK and RANK[r["to_stage"]] > RANK[r["from_stage"]]:
-            moved[r["from_stage"]] += r["n"]
-    return entered, moved, left
+        within, came, went = r["within"] or 0, r["to_stage"], r["from_stage"]
+        flows["entered"][came] += within
+        flows["entered_since"][came] += r["since"]
+        if went:
+            flows["left_since"][went] += r["since"]
+        if went in RANK and came in RANK and RANK[came] > RANK[went]:
+            flows["moved"][went] += within
+    return flows
 
 
 def funnel(period: Period, compare: bool = False) -> dict[str, Any]:
@@ -84,14 +86,14 @@ def funnel(period: Period, compare: bool = False) -> dict[str, Any]:
     stages = funnel_stages()
     settings = {s.key: s for s in StageSetting.objects.all()}
     current = dict(Contact.objects.values_list("lifecycle_stage").order_by().annotate(n=Count("id")))
-    entered, moved, _left = _flows(_in(period))
-    entered_since, _moved, left_since = _flows(Q(day__gte=period.start))
-    before = _flows(_in(period.previous()))[0] if compare else {}
+    flows = _flows(period)
+    entered, moved = flows["entered"], flows["moved"]
+    before = _flows(period.previous())["entered"] if compare else {}
     rows = []
     for i, key in enumerate(stages):
         following = stages[i + 1] if i + 1 < len(stages) else None
         e, m = entered.get(key, 0), moved.get(key, 0)
-        at_start = max(0, current.get(key, 0) - entered_since.get(key, 0) + left_since.get(key, 0))
+        at_start = max(0, current.get(key, 0) - flows["entered_since"][key] + flows["left_since"][key])
         # Contacts deleted since, or stages set without a recorded transition, can leave the
         # reconstruction short; those that moved on were certainly in the stage.
         were_in = max(at_start + e, m)

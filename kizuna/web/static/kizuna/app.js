@@ -94,14 +94,14 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 });
 
-// An [data-png] link turns the chart's own SVG download into a PNG in the browser (twice the size,
+// A [data-png] link (its href the chart's SVG download) turns that SVG into a PNG in the browser (twice the size,
 // for slides): fetch the standalone SVG, draw it on a canvas, save the canvas. The SVG goes in as a
 // data: URL, which the CSP's img-src allows and which leaves the canvas readable.
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("a[data-png]").forEach((link) => {
     link.addEventListener("click", (ev) => {
       ev.preventDefault();
-      fetch(link.dataset.png)
+      fetch(link.href)
         .then((r) => r.text())
         .then((svg) => new Promise((resolve, reject) => {
           const img = new Image();
